@@ -1,0 +1,124 @@
+//! The exit status rules: what the child exits with for each way a guest
+//! can end. They match `wasmtime run`, so a user can reproduce a status on
+//! a laptop.
+
+use wasmtime::Trap;
+use wasmtime_wasi::I32Exit;
+
+/// Exit status of a guest that trapped: 128 + SIGABRT, as `wasmtime run`.
+pub const TRAP: i32 = 128 + libc::SIGABRT;
+/// Exit status of a guest that failed in any other way (a host error).
+pub const FAILURE: i32 = 1;
+
+/// How the guest ended: its exit status and, when the guest failed, the
+/// message that belongs on the container's stderr.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: i32,
+    pub message: Option<String>,
+}
+
+/// Maps the result of calling the guest's entry point to an exit status.
+/// `signal` is the termination signal the child received while the guest
+/// ran, if any: the guest was interrupted because of it, so 128 + signal.
+pub fn outcome(result: wasmtime::Result<()>, signal: Option<i32>) -> Outcome {
+    let error = match result {
+        Ok(()) => {
+            return Outcome {
+                status: 0,
+                message: None,
+            };
+        }
+        Err(error) => error,
+    };
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        // proc_exit(0) is a success that travels as an error; never report it.
+        return Outcome {
+            status: exit.0,
+            message: None,
+        };
+    }
+    if let Some(signal) = signal {
+        return Outcome {
+            status: 128 + signal,
+            message: None,
+        };
+    }
+    let status = if error.downcast_ref::<Trap>().is_some() {
+        TRAP
+    } else {
+        FAILURE
+    };
+    Outcome {
+        status,
+        message: Some(format!("Error: {error:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_return_is_zero() {
+        assert_eq!(
+            outcome(Ok(()), None),
+            Outcome {
+                status: 0,
+                message: None
+            }
+        );
+    }
+
+    #[test]
+    fn proc_exit_gives_its_code_and_zero_is_success() {
+        for code in [0, 1, 42, 125] {
+            let got = outcome(Err(wasmtime::Error::new(I32Exit(code))), None);
+            assert_eq!(
+                got,
+                Outcome {
+                    status: code,
+                    message: None
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn trap_is_134_with_message() {
+        let got = outcome(
+            Err(wasmtime::Error::new(Trap::UnreachableCodeReached)),
+            None,
+        );
+        assert_eq!(got.status, 134);
+        assert!(got.message.unwrap().contains("unreachable"));
+    }
+
+    #[test]
+    fn interrupted_by_signal_is_128_plus_signal() {
+        let got = outcome(
+            Err(wasmtime::Error::new(Trap::Interrupt)),
+            Some(libc::SIGTERM),
+        );
+        assert_eq!(
+            got,
+            Outcome {
+                status: 143,
+                message: None
+            }
+        );
+    }
+
+    #[test]
+    fn exit_wins_over_a_late_signal() {
+        let got = outcome(Err(wasmtime::Error::new(I32Exit(3))), Some(libc::SIGTERM));
+        assert_eq!(got.status, 3);
+    }
+
+    #[test]
+    fn host_error_is_one() {
+        let got = outcome(Err(wasmtime::Error::msg("host failed")), None);
+        assert_eq!(got.status, 1);
+        assert!(got.message.unwrap().contains("host failed"));
+    }
+}

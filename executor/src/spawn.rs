@@ -1,0 +1,141 @@
+//! Creation of a container's child from the multithreaded shim.
+//!
+//! A process cannot move itself into a new PID namespace, so the child is
+//! created by `clone` with the namespace flags and exec's the shim binary's
+//! hidden sub-command at once. Between clone and exec the child is a copy
+//! of one thread of a multithreaded process: only async-signal-safe calls
+//! (read, dup2, execve, _exit) happen there, on memory prepared before the
+//! clone. Nothing is allocated and no lock is taken in that window.
+
+use std::ffi::{CString, c_char, c_int, c_void};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sched::CloneFlags;
+use nix::unistd::{Pid, pipe2};
+
+use crate::error::{Error, Result};
+use crate::protocol::{CONTROL_FD, GO_EXEC};
+
+/// The lowest descriptor the fds handed to the child are moved to, above
+/// every target of the dup2 calls in the child, so none overwrites another.
+const HIGH_FD: RawFd = 10;
+/// The status the child exits with when it cannot exec.
+const EXEC_FAILED: c_int = 127;
+
+/// A child between clone and the end of its life.
+#[derive(Debug)]
+pub struct Child {
+    pub pid: Pid,
+    /// Read end of the child's readiness report.
+    pub status: File,
+    /// Write end of the go-ahead bytes.
+    pub control: File,
+}
+
+/// Clones a child with `flags` (plus SIGCHLD), gives it `stdio` as fds
+/// 0-2 and the protocol pipes as fds 3 and 4, and lets it exec
+/// `exe args…` with an empty environment once it receives [`GO_EXEC`].
+pub fn spawn_child(
+    exe: &Path,
+    args: &[&str],
+    stdio: [&OwnedFd; 3],
+    flags: CloneFlags,
+) -> Result<Child> {
+    let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("create status pipe"))?;
+    let (control_r, control_w) =
+        pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("create control pipe"))?;
+    let sources = [stdio[0], stdio[1], stdio[2], &status_w, &control_r];
+    let mut high = Vec::with_capacity(sources.len());
+    for fd in sources {
+        let moved = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))
+            .map_err(Error::sys("duplicate a descriptor for the child"))?;
+        // SAFETY: fcntl just returned this descriptor and nothing else owns it.
+        high.push(unsafe { OwnedFd::from_raw_fd(moved) });
+    }
+    let fds: [RawFd; 5] = std::array::from_fn(|i| high[i].as_raw_fd());
+
+    let exe_c = CString::new(exe.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidSpec(format!("shim path {} has a NUL", exe.display())))?;
+    let mut argv_c = vec![exe_c.clone()];
+    for arg in args {
+        argv_c.push(
+            CString::new(*arg).map_err(|_| {
+                Error::InvalidSpec(format!("child argument {arg:?} has a NUL byte"))
+            })?,
+        );
+    }
+    let mut argv: Vec<*const c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let envp: [*const c_char; 1] = [std::ptr::null()];
+
+    let clone_flags = (flags.bits() | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a clone without CLONE_VM and without a new stack behaves like
+    // fork: the child continues on a copy of this thread's stack. The child
+    // branch only calls async-signal-safe functions on memory prepared above
+    // (fds, exe_c, argv, envp) and never returns.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_clone, clone_flags, 0usize, 0usize, 0usize, 0usize) };
+    if ret == 0 {
+        // SAFETY: we are the freshly cloned child; see after_clone.
+        unsafe { after_clone(&fds, exe_c.as_ptr(), argv.as_ptr(), envp.as_ptr()) }
+    }
+    if ret < 0 {
+        return Err(Error::Io {
+            what: "clone the container's child".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    drop(high);
+    Ok(Child {
+        pid: Pid::from_raw(ret as i32),
+        status: File::from(status_r),
+        control: File::from(control_w),
+    })
+}
+
+/// The child's side between clone and exec.
+///
+/// # Safety
+/// Must run only in a child created by clone without CLONE_VM, with `fds`,
+/// `exe`, `argv` and `envp` valid for the whole call.
+unsafe fn after_clone(
+    fds: &[RawFd; 5],
+    exe: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> ! {
+    let control = fds[CONTROL_FD as usize];
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: read into a valid one-byte buffer; async-signal-safe.
+        let n = unsafe { libc::read(control, (&raw mut byte).cast::<c_void>(), 1) };
+        if n == 1 && byte == GO_EXEC {
+            break;
+        }
+        // SAFETY: errno is thread-local and readable at any time.
+        if n == -1 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            continue;
+        }
+        // The shim went away or refused: leave without running anything.
+        // SAFETY: _exit is async-signal-safe and runs no destructors.
+        unsafe { libc::_exit(EXEC_FAILED) };
+    }
+    for (target, fd) in fds.iter().enumerate() {
+        // SAFETY: dup2 of a descriptor we own onto a low slot; the sources
+        // are all >= HIGH_FD so no source is overwritten. dup2 clears
+        // close-on-exec on the target.
+        if unsafe { libc::dup2(*fd, target as c_int) } < 0 {
+            // SAFETY: as above.
+            unsafe { libc::_exit(EXEC_FAILED) };
+        }
+    }
+    // SAFETY: exe, argv and envp are NUL-terminated arrays prepared before clone.
+    unsafe {
+        libc::execve(exe, argv, envp);
+        libc::_exit(EXEC_FAILED)
+    }
+}

@@ -1,0 +1,261 @@
+//! Translation of a bundle's OCI spec into what the shim and the child
+//! need, checked once so that the rest of the code works on plain values.
+
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::error::{Error, Result};
+
+/// The namespaces every container gets fresh, whatever the spec says: the
+/// child must be PID 1 of its own PID namespace, and mounts, IPC and the
+/// hostname must not leak to or from the host.
+const ALWAYS_NEW: CloneFlags = CloneFlags::CLONE_NEWNS
+    .union(CloneFlags::CLONE_NEWPID)
+    .union(CloneFlags::CLONE_NEWIPC)
+    .union(CloneFlags::CLONE_NEWUTS);
+
+/// What the child needs from the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildConfig {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub rootfs: PathBuf,
+    pub readonly_root: bool,
+    pub hostname: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub no_new_privileges: bool,
+    /// Namespaces to join by path, before the root is switched.
+    pub join: Vec<(CloneFlags, PathBuf)>,
+}
+
+pub fn load(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    Spec::load(&path).map_err(|source| Error::Spec { path, source })
+}
+
+/// The namespace flags the child is cloned with.
+pub fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
+    let mut flags = ALWAYS_NEW;
+    for ns in namespaces(spec) {
+        match (ns.typ(), ns.path()) {
+            (LinuxNamespaceType::Network, None) => flags |= CloneFlags::CLONE_NEWNET,
+            (LinuxNamespaceType::Cgroup, None) => flags |= CloneFlags::CLONE_NEWCGROUP,
+            (LinuxNamespaceType::User, _) => {
+                return Err(Error::InvalidSpec(
+                    "linux.namespaces: user namespaces are not supported".into(),
+                ));
+            }
+            (typ @ (LinuxNamespaceType::Pid | LinuxNamespaceType::Mount), Some(path)) => {
+                return Err(Error::InvalidSpec(format!(
+                    "linux.namespaces: joining the {typ} namespace {} is not supported",
+                    path.display()
+                )));
+            }
+            // Joined IPC and UTS namespaces replace the fresh ones.
+            (LinuxNamespaceType::Ipc, Some(_)) => flags.remove(CloneFlags::CLONE_NEWIPC),
+            (LinuxNamespaceType::Uts, Some(_)) => flags.remove(CloneFlags::CLONE_NEWUTS),
+            _ => {}
+        }
+    }
+    Ok(flags)
+}
+
+/// The spec's `linux.cgroupsPath`, if it names one.
+pub fn cgroups_path(spec: &Spec) -> Option<String> {
+    let path = spec.linux().as_ref()?.cgroups_path().as_ref()?;
+    Some(path.to_string_lossy().into_owned()).filter(|p| !p.is_empty())
+}
+
+/// The annotations that group the containers of one pod into one shim.
+pub fn group(spec: &Spec) -> Option<String> {
+    let annotations = spec.annotations().as_ref()?;
+    [
+        "io.containerd.runc.v2.group",
+        "io.kubernetes.cri.sandbox-id",
+    ]
+    .iter()
+    .find_map(|key| annotations.get(*key).filter(|v| !v.is_empty()).cloned())
+}
+
+/// Whether the spec asks for a terminal, which the shim does not provide.
+pub fn wants_terminal(spec: &Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+}
+
+pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidSpec("process is missing".into()))?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() || args[0].is_empty() {
+        return Err(Error::InvalidSpec(
+            "process.args is empty: it must name the module to run".into(),
+        ));
+    }
+    let env = process
+        .env()
+        .iter()
+        .flatten()
+        .map(|entry| match entry.split_once('=') {
+            Some((key, value)) => (key.to_string(), value.to_string()),
+            None => (entry.clone(), String::new()),
+        })
+        .collect();
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidSpec("root is missing".into()))?;
+    let rootfs = bundle.join(root.path());
+    let user = process.user();
+    let join = namespaces(spec)
+        .filter_map(|ns| {
+            let flag = match ns.typ() {
+                LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+                LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+                LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+                LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+                _ => return None,
+            };
+            ns.path().clone().map(|path| (flag, path))
+        })
+        .collect();
+    let cwd = process.cwd().clone();
+    if !cwd.is_absolute() {
+        return Err(Error::InvalidSpec(format!(
+            "process.cwd {} is not an absolute path",
+            cwd.display()
+        )));
+    }
+    Ok(ChildConfig {
+        args,
+        env,
+        cwd,
+        rootfs,
+        readonly_root: root.readonly().unwrap_or(false),
+        hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        join,
+    })
+}
+
+fn namespaces(spec: &Spec) -> impl Iterator<Item = &oci_spec::runtime::LinuxNamespace> {
+    spec.linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    const BASE: &str = r#"{
+        "ociVersion": "1.0.2",
+        "process": {"args": ["/app.wasm", "x"], "env": ["A=1", "B=x=y", "C"], "cwd": "/work",
+                    "user": {"uid": 1000, "gid": 100, "additionalGids": [5]}, "noNewPrivileges": true},
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "box",
+        "annotations": {"io.kubernetes.cri.sandbox-id": "pod1"},
+        "linux": {"cgroupsPath": "/default/c1",
+                  "namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"},
+                                 {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
+    }"#;
+
+    #[test]
+    fn translates_process_root_and_namespaces() {
+        let s = spec(BASE);
+        let c = child_config(&s, Path::new("/b")).unwrap();
+        assert_eq!(c.args, ["/app.wasm", "x"]);
+        assert_eq!(
+            c.env,
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "x=y".into()),
+                ("C".into(), "".into())
+            ]
+        );
+        assert_eq!(c.cwd, Path::new("/work"));
+        assert_eq!(c.rootfs, Path::new("/b/rootfs"));
+        assert!(c.readonly_root && c.no_new_privileges);
+        assert_eq!(
+            (c.uid, c.gid, c.additional_gids.clone()),
+            (1000, 100, vec![5])
+        );
+        assert_eq!(c.hostname.as_deref(), Some("box"));
+        assert_eq!(
+            c.join,
+            [(CloneFlags::CLONE_NEWNET, PathBuf::from("/proc/1/ns/net"))]
+        );
+        assert_eq!(clone_flags(&s).unwrap(), ALWAYS_NEW);
+        assert_eq!(cgroups_path(&s).as_deref(), Some("/default/c1"));
+        assert_eq!(group(&s).as_deref(), Some("pod1"));
+        assert!(!wants_terminal(&s));
+    }
+
+    #[test]
+    fn new_network_namespace_when_asked() {
+        let s = spec(&BASE.replace(r#", "path": "/proc/1/ns/net""#, ""));
+        assert!(clone_flags(&s).unwrap().contains(CloneFlags::CLONE_NEWNET));
+        assert!(child_config(&s, Path::new("/b")).unwrap().join.is_empty());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do() {
+        let s = spec(&BASE.replace(r#"{"type": "pid"}"#, r#"{"type": "user"}"#));
+        assert!(
+            clone_flags(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("user namespaces")
+        );
+        let s = spec(&BASE.replace(r#"{"type": "pid"}"#, r#"{"type": "pid", "path": "/p"}"#));
+        assert!(
+            clone_flags(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("pid namespace /p")
+        );
+        let s = spec(&BASE.replace(r#""/app.wasm", "x""#, ""));
+        assert!(
+            child_config(&s, Path::new("/b"))
+                .unwrap_err()
+                .to_string()
+                .contains("args")
+        );
+        let s = spec(&BASE.replace(r#""cwd": "/work""#, r#""cwd": "work""#));
+        assert!(
+            child_config(&s, Path::new("/b"))
+                .unwrap_err()
+                .to_string()
+                .contains("cwd")
+        );
+    }
+
+    #[test]
+    fn group_prefers_the_runc_annotation() {
+        let s = spec(&BASE.replace(
+            r#""annotations": {"#,
+            r#""annotations": {"io.containerd.runc.v2.group": "g", "#,
+        ));
+        assert_eq!(group(&s).as_deref(), Some("g"));
+        let s = spec(&BASE.replace(r#""io.kubernetes.cri.sandbox-id": "pod1""#, ""));
+        assert_eq!(group(&s), None);
+    }
+}

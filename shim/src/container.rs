@@ -1,0 +1,203 @@
+//! The operating-system side of one container: its rootfs mount, stdio,
+//! cgroup and sandboxed child, created together and removed together.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use containerd_shim::api::CreateTaskRequest;
+use executor::protocol::{self, CHILD_SUBCOMMAND, GO_EXEC, GO_START};
+use executor::spawn::spawn_child;
+use executor::spec;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+
+use crate::cgroup::{self, Cgroup};
+use crate::errors::Fail;
+use crate::reaper::Reaper;
+
+/// The file in the bundle that records the child's pid, so that the
+/// `delete` action can find a child whose shim died.
+pub const PID_FILE: &str = "init.pid";
+
+/// What exists of a created container besides its child.
+#[derive(Debug)]
+pub struct Resources {
+    pub bundle: PathBuf,
+    rootfs: Option<PathBuf>,
+    cgroup: Option<Cgroup>,
+}
+
+/// A container whose child is ready and waits for Start.
+pub struct Created {
+    pub pid: Pid,
+    pub control: File,
+    pub stdin_writer: Option<File>,
+    pub resources: Resources,
+    pub exit: oneshot::Receiver<i32>,
+}
+
+/// Creates everything for the task in `req` and a child that has loaded
+/// and checked the module. On failure nothing is left behind.
+pub async fn create(req: &CreateTaskRequest, exe: &Path, reaper: &Reaper) -> Result<Created, Fail> {
+    let bundle = PathBuf::from(&req.bundle);
+    let spec = spec::load(&bundle).map_err(|e| Fail::invalid(e.chain()))?;
+    if req.terminal || spec::wants_terminal(&spec) {
+        return Err(Fail::invalid(format!(
+            "task {}: terminal: true is not supported by the wasmtime shim (run without a tty)",
+            req.id
+        )));
+    }
+    let flags = spec::clone_flags(&spec).map_err(|e| Fail::invalid(e.chain()))?;
+    spec::child_config(&spec, &bundle).map_err(|e| Fail::invalid(e.chain()))?;
+
+    let mut resources = Resources {
+        bundle: bundle.clone(),
+        rootfs: None,
+        cgroup: None,
+    };
+    let result = create_with(req, exe, reaper, &spec, flags, &mut resources).await;
+    match result {
+        Ok((pid, control, stdin_writer, exit)) => Ok(Created {
+            pid,
+            control,
+            stdin_writer,
+            resources,
+            exit,
+        }),
+        Err(fail) => {
+            if let Err(e) = resources.release() {
+                log::warn!("task {}: cleaning up after a failed create: {e:#}", req.id);
+            }
+            Err(fail)
+        }
+    }
+}
+
+async fn create_with(
+    req: &CreateTaskRequest,
+    exe: &Path,
+    reaper: &Reaper,
+    spec: &oci_spec::runtime::Spec,
+    flags: nix::sched::CloneFlags,
+    resources: &mut Resources,
+) -> Result<(Pid, File, Option<File>, oneshot::Receiver<i32>), Fail> {
+    let id = &req.id;
+    let rootfs = resources.bundle.join("rootfs");
+    for m in &req.rootfs {
+        log::debug!(
+            "task {id}: mount {} ({}) on {}",
+            m.source,
+            m.type_,
+            rootfs.display()
+        );
+        containerd_shim::util::mount_rootfs(m, &rootfs)
+            .await
+            .map_err(|e| {
+                Fail::internal(format!("task {id}: mount rootfs {}: {e}", rootfs.display()))
+            })?;
+        resources.rootfs = Some(rootfs.clone());
+    }
+    let crate::stdio::Opened {
+        fds: stdio,
+        stdin_writer,
+    } = crate::stdio::open(&req.stdin, &req.stdout, &req.stderr)
+        .await
+        .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+    if let Some(path) = spec::cgroups_path(spec) {
+        let cg = cgroup::locate(&path).map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+        cg.create()
+            .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+        log::debug!("task {id}: cgroup {path}");
+        resources.cgroup = Some(cg);
+    }
+
+    let bundle = resources.bundle.to_string_lossy().into_owned();
+    let args = [CHILD_SUBCOMMAND, id.as_str(), bundle.as_str()];
+    let (child, pid, exit) = reaper
+        .spawn(|| {
+            let child = spawn_child(exe, &args, [&stdio[0], &stdio[1], &stdio[2]], flags)
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            Ok((child.pid, child))
+        })
+        .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+    drop(stdio);
+    log::debug!("task {id}: child {pid} cloned with {flags:?}");
+
+    match start_child(id, pid, child.status, child.control, &resources.cgroup).await {
+        Ok(control) => {
+            std::fs::write(resources.bundle.join(PID_FILE), pid.to_string())
+                .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e}")))?;
+            Ok((pid, control, stdin_writer, exit))
+        }
+        Err(fail) => {
+            // The child is ours and not started: kill it and wait for the
+            // reaper, so that the cgroup can be removed.
+            let _ = kill(pid, Signal::SIGKILL);
+            let code = exit.await.ok();
+            log::debug!("task {id}: child {pid} ended with {code:?} after a failed create");
+            Err(fail)
+        }
+    }
+}
+
+/// Places the child in its cgroup, lets it exec and reads its report.
+async fn start_child(
+    id: &str,
+    pid: Pid,
+    status: File,
+    mut control: File,
+    cgroup: &Option<Cgroup>,
+) -> Result<File, Fail> {
+    if let Some(cg) = cgroup {
+        cg.add(pid.as_raw())
+            .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+    }
+    control
+        .write_all(&[GO_EXEC])
+        .map_err(|e| Fail::internal(format!("task {id}: release child {pid}: {e}")))?;
+    let report = tokio::task::spawn_blocking(move || {
+        let mut status = status;
+        let mut report = Vec::new();
+        status.read_to_end(&mut report).map(|_| report)
+    })
+    .await
+    .map_err(|e| Fail::internal(format!("task {id}: {e}")))?
+    .map_err(|e| Fail::internal(format!("task {id}: read the child's report: {e}")))?;
+    match protocol::decode(&report) {
+        Ok(()) => Ok(control),
+        Err(Some(message)) => Err(Fail::invalid(format!("task {id}: {message}"))),
+        Err(None) => Err(Fail::internal(format!(
+            "task {id}: the child {pid} exited before reporting; is the shim binary intact?"
+        ))),
+    }
+}
+
+/// Lets a created child run its guest.
+pub fn start(control: &mut File) -> anyhow::Result<()> {
+    control
+        .write_all(&[GO_START])
+        .context("tell the child to start")
+}
+
+impl Resources {
+    /// Removes the cgroup and unmounts the rootfs. The child must be gone.
+    pub fn release(&mut self) -> anyhow::Result<()> {
+        if let Some(cg) = self.cgroup.take() {
+            cg.remove()?;
+        }
+        if let Some(rootfs) = self.rootfs.take() {
+            unmount(&rootfs)?;
+        }
+        let _ = std::fs::remove_file(self.bundle.join(PID_FILE));
+        Ok(())
+    }
+}
+
+pub fn unmount(rootfs: &Path) -> anyhow::Result<()> {
+    let target = rootfs.to_string_lossy().into_owned();
+    containerd_shim::mount::umount_recursive(Some(&target), libc::MNT_DETACH)
+        .map_err(|e| anyhow::anyhow!("unmount {target}: {e}"))
+}

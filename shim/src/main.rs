@@ -1,0 +1,71 @@
+//! `containerd-shim-wasmtime-v1`: a containerd shim v2 that runs WASI
+//! modules with wasmtime, one sandboxed child per container.
+
+mod cgroup;
+mod container;
+mod delete;
+mod errors;
+mod lifecycle;
+mod reaper;
+mod serve;
+mod service;
+mod start;
+mod stdio;
+mod version;
+
+use std::process::ExitCode;
+
+const RUNTIME: &str = "io.containerd.wasmtime.v1";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // The child path comes first, before any thread or runtime exists.
+    if args.get(1).map(String::as_str) == Some(executor::protocol::CHILD_SUBCOMMAND) {
+        executor::child::main(&args[2..]);
+    }
+    let flags = match containerd_shim::parse(&args[1..]) {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("{RUNTIME}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if flags.version {
+        print!("{}", version::describe());
+        return ExitCode::SUCCESS;
+    }
+    let result = match flags.action.as_str() {
+        _ if flags.info => info(),
+        "start" => start::run(&flags),
+        "delete" => delete::run(&flags),
+        _ if flags.socket.is_empty() => Err(anyhow::anyhow!(
+            "no action given: containerd runs this binary with start, delete or -socket"
+        )),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(serve::run(flags))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            eprintln!("{RUNTIME}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `-info` action: describe the runtime to containerd.
+fn info() -> anyhow::Result<()> {
+    use containerd_shim::protos::protobuf::Message;
+    use containerd_shim::protos::types::introspection::RuntimeInfo;
+    let info = RuntimeInfo {
+        name: RUNTIME.to_string(),
+        ..Default::default()
+    };
+    std::io::Write::write_all(&mut std::io::stdout(), &info.write_to_bytes()?)?;
+    Ok(())
+}

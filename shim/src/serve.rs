@@ -1,0 +1,89 @@
+//! The serving shim: the ttrpc Task API on the group's socket, the
+//! reaper of the containers' children, and the exit when the last task
+//! has been deleted.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use anyhow::Context;
+use containerd_shim::Flags;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::shim_async::create_task;
+use containerd_shim::protos::ttrpc::r#async::Server;
+use containerd_shim::publisher::RemotePublisher;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::reaper::Reaper;
+use crate::service::Service;
+
+/// containerd before 2.0 calls the v2 name of the same service.
+const TASK_V2: &str = "containerd.task.v2.Task";
+
+pub async fn run(flags: Flags) -> anyhow::Result<()> {
+    containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
+        .map_err(|e| anyhow::anyhow!("set up the shim log: {e}"))?;
+    nix::sys::prctl::set_child_subreaper(true).context("become a child subreaper")?;
+    let socket = flags.socket.trim_start_matches("unix://").to_string();
+    if crate::start::answers(&flags.socket) {
+        // Another shim of this group won the race to the socket.
+        log::info!("a shim already serves {}; exiting", flags.socket);
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&socket);
+    if let Some(dir) = std::path::Path::new(&socket).parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+
+    let reaper = Arc::new(Reaper::default());
+    let mut sigchld = signal(SignalKind::child()).context("watch SIGCHLD")?;
+    tokio::spawn({
+        let reaper = reaper.clone();
+        async move {
+            while sigchld.recv().await.is_some() {
+                reaper.reap();
+            }
+        }
+    });
+
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
+    let publisher = RemotePublisher::new(&ttrpc_address)
+        .await
+        .map_err(|e| anyhow::anyhow!("connect to containerd at {ttrpc_address}: {e}"))?;
+    let exit = Arc::new(ExitSignal::default());
+    let exe = std::env::current_exe().context("locate the shim binary")?;
+    let service = Service::new(
+        reaper,
+        publisher,
+        flags.namespace.clone(),
+        exe,
+        exit.clone(),
+    );
+    let task: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> = Arc::new(service);
+    let mut v2 = create_task(task.clone());
+    let v2 = v2
+        .drain()
+        .map(|(_, service)| (TASK_V2.to_string(), service))
+        .collect();
+    let mut server = Server::new()
+        .bind(&flags.socket)
+        .with_context(|| format!("listen on {}", flags.socket))?
+        .register_service(create_task(task))
+        .register_service(v2);
+    server.start().await.context("start the ttrpc server")?;
+    log::info!("serving {} for {}", flags.socket, flags.id);
+    release_stdout()?;
+
+    exit.wait().await;
+    server.shutdown().await.ok();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Points stdout at /dev/null: the `start` action reads our stdout until
+/// it closes, which tells it the socket is ready.
+fn release_stdout() -> anyhow::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    nix::unistd::dup2_stdout(&null).context("close stdout")?;
+    let _ = null.as_raw_fd();
+    Ok(())
+}

@@ -1,0 +1,552 @@
+//! The Task API: containerd's RPCs mapped onto the lifecycle state
+//! machine and the containers' operating-system resources.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use containerd_shim::api::{self, Empty};
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::shim_async::Task;
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
+use containerd_shim::protos::types::task::{ProcessInfo, Status as ApiStatus};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Context, TtrpcResult};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::sync::{Mutex, watch};
+
+use crate::container::{self, Resources};
+use crate::errors::Fail;
+use crate::lifecycle::{Event, Status, next};
+use crate::reaper::Reaper;
+
+struct TaskEntry {
+    pid: Pid,
+    bundle: PathBuf,
+    stdio: [String; 3],
+    status: Status,
+    control: Option<File>,
+    stdin_writer: Option<File>,
+    resources: Resources,
+    stopped: watch::Sender<Option<(u32, SystemTime)>>,
+}
+
+struct Inner {
+    tasks: Mutex<HashMap<String, TaskEntry>>,
+    reaper: Arc<Reaper>,
+    publisher: RemotePublisher,
+    namespace: String,
+    exe: PathBuf,
+    exit: Arc<ExitSignal>,
+}
+
+/// The task service of one shim; cheap to clone.
+#[derive(Clone)]
+pub struct Service(Arc<Inner>);
+
+type RpcResult<T> = Result<T, Fail>;
+
+impl Service {
+    pub fn new(
+        reaper: Arc<Reaper>,
+        publisher: RemotePublisher,
+        namespace: String,
+        exe: PathBuf,
+        exit: Arc<ExitSignal>,
+    ) -> Self {
+        Service(Arc::new(Inner {
+            tasks: Mutex::new(HashMap::new()),
+            reaper,
+            publisher,
+            namespace,
+            exe,
+            exit,
+        }))
+    }
+
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        let result = self
+            .0
+            .publisher
+            .publish(Context::default(), topic, &self.0.namespace, event)
+            .await;
+        if let Err(e) = result {
+            log::warn!("publish {topic}: {e}");
+        }
+    }
+
+    async fn create_task(&self, req: api::CreateTaskRequest) -> RpcResult<api::CreateTaskResponse> {
+        let id = req.id.clone();
+        if self.0.tasks.lock().await.contains_key(&id) {
+            return Err(Fail::already_exists(format!("task {id} already exists")));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(Fail::unimplemented(format!(
+                "task {id}: restoring a checkpoint is not supported"
+            )));
+        }
+        let created = container::create(&req, &self.0.exe, &self.0.reaper)
+            .await
+            .inspect_err(|fail| {
+                log::error!("create task {id}: {fail}");
+            })?;
+        let pid = created.pid;
+        let (stopped, _) = watch::channel(None);
+        let entry = TaskEntry {
+            pid,
+            bundle: created.resources.bundle.clone(),
+            stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+            status: Status::Created,
+            control: Some(created.control),
+            stdin_writer: created.stdin_writer,
+            resources: created.resources,
+            stopped,
+        };
+        let mut tasks = self.0.tasks.lock().await;
+        tasks.insert(id.clone(), entry);
+        log::info!("task {id}: created, pid {pid}");
+        self.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            Box::new(TaskCreate {
+                container_id: id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: Some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                })
+                .into(),
+                pid: pid.as_raw() as u32,
+                ..Default::default()
+            }),
+        )
+        .await;
+        drop(tasks);
+        let service = self.clone();
+        let exit = created.exit;
+        tokio::spawn(async move {
+            // A dropped sender means the reaper lost the child: report it
+            // as killed rather than leave Wait hanging.
+            let code = exit.await.unwrap_or(128 + libc::SIGKILL);
+            service.on_exit(&id, code as u32).await;
+        });
+        Ok(api::CreateTaskResponse {
+            pid: pid.as_raw() as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn on_exit(&self, id: &str, code: u32) {
+        let at = SystemTime::now();
+        let mut tasks = self.0.tasks.lock().await;
+        let Some(task) = tasks.get_mut(id) else {
+            return;
+        };
+        let Ok(status) = next(id, task.status, Event::Exit { code, at }) else {
+            return;
+        };
+        task.status = status;
+        task.control = None;
+        task.stdin_writer = None;
+        let pid = task.pid.as_raw() as u32;
+        task.stopped.send_replace(Some((code, at)));
+        log::info!("task {id}: exited with status {code}");
+        self.publish(
+            topics::TASK_EXIT_EVENT_TOPIC,
+            Box::new(TaskExit {
+                container_id: id.to_string(),
+                id: id.to_string(),
+                pid,
+                exit_status: code,
+                exited_at: Some(timestamp(at)).into(),
+                ..Default::default()
+            }),
+        )
+        .await;
+    }
+
+    async fn start_task(&self, id: &str) -> RpcResult<api::StartResponse> {
+        let mut tasks = self.0.tasks.lock().await;
+        let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
+        let status = next(id, task.status, Event::Start)?;
+        let control = task
+            .control
+            .as_mut()
+            .ok_or_else(|| Fail::precondition(format!("task {id} has already exited")))?;
+        container::start(control).map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+        task.status = status;
+        task.control = None;
+        let pid = task.pid.as_raw() as u32;
+        log::info!("task {id}: started");
+        // Published under the lock, so the exit event cannot come first.
+        self.publish(
+            topics::TASK_START_EVENT_TOPIC,
+            Box::new(TaskStart {
+                container_id: id.to_string(),
+                pid,
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn kill_task(&self, req: &api::KillRequest) -> RpcResult<()> {
+        let tasks = self.0.tasks.lock().await;
+        let task = tasks.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        next(&req.id, task.status, Event::Kill)?;
+        let signal = Signal::try_from(req.signal as i32).map_err(|_| {
+            Fail::invalid(format!("task {}: unknown signal {}", req.id, req.signal))
+        })?;
+        log::info!("task {}: sending {signal}", req.id);
+        match kill(task.pid, signal) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::ESRCH) => Err(Fail::not_found(format!(
+                "task {}: process already finished",
+                req.id
+            ))),
+            Err(e) => Err(Fail::internal(format!(
+                "task {}: kill {}: {e}",
+                req.id, task.pid
+            ))),
+        }
+    }
+
+    async fn delete_task(&self, id: &str) -> RpcResult<api::DeleteResponse> {
+        let mut stopped = {
+            let tasks = self.0.tasks.lock().await;
+            let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+            match task.status {
+                Status::Running => {
+                    next(id, task.status, Event::Delete)?;
+                }
+                // A child that was never started holds no work: end it.
+                Status::Created => {
+                    let _ = kill(task.pid, Signal::SIGKILL);
+                }
+                Status::Stopped { .. } => {}
+            }
+            task.stopped.subscribe()
+        };
+        let _ = stopped.wait_for(Option::is_some).await;
+        let mut tasks = self.0.tasks.lock().await;
+        let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+        let Status::Stopped { code, at } = next(id, task.status, Event::Delete)? else {
+            return Err(Fail::internal(format!(
+                "task {id}: not stopped after its exit"
+            )));
+        };
+        let mut task = tasks.remove(id).ok_or_else(|| not_found(id))?;
+        if let Err(e) = task.resources.release() {
+            log::error!("task {id}: {e:#}");
+        }
+        let pid = task.pid.as_raw() as u32;
+        log::info!("task {id}: deleted");
+        self.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            Box::new(TaskDelete {
+                container_id: id.to_string(),
+                id: id.to_string(),
+                pid,
+                exit_status: code,
+                exited_at: Some(timestamp(at)).into(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status: code,
+            exited_at: Some(timestamp(at)).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn state_of(&self, id: &str) -> RpcResult<api::StateResponse> {
+        let tasks = self.0.tasks.lock().await;
+        let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+        let (status, exit_status, exited_at) = match task.status {
+            Status::Created => (ApiStatus::CREATED, 0, None),
+            Status::Running => (ApiStatus::RUNNING, 0, None),
+            Status::Stopped { code, at } => (ApiStatus::STOPPED, code, Some(timestamp(at))),
+        };
+        Ok(api::StateResponse {
+            id: id.to_string(),
+            bundle: task.bundle.to_string_lossy().into_owned(),
+            pid: task.pid.as_raw() as u32,
+            status: status.into(),
+            stdin: task.stdio[0].clone(),
+            stdout: task.stdio[1].clone(),
+            stderr: task.stdio[2].clone(),
+            exit_status,
+            exited_at: exited_at.into(),
+            ..Default::default()
+        })
+    }
+
+    async fn wait_task(&self, id: &str) -> RpcResult<api::WaitResponse> {
+        let mut stopped = {
+            let tasks = self.0.tasks.lock().await;
+            tasks
+                .get(id)
+                .ok_or_else(|| not_found(id))?
+                .stopped
+                .subscribe()
+        };
+        let exit = *stopped
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Fail::not_found(format!("task {id} was deleted while waiting")))?;
+        let (code, at) = exit.unwrap_or((0, SystemTime::now()));
+        Ok(api::WaitResponse {
+            exit_status: code,
+            exited_at: Some(timestamp(at)).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn pids_of(&self, id: &str) -> RpcResult<api::PidsResponse> {
+        let tasks = self.0.tasks.lock().await;
+        let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+        let processes = match task.status {
+            Status::Stopped { .. } => Vec::new(),
+            _ => vec![ProcessInfo {
+                pid: task.pid.as_raw() as u32,
+                ..Default::default()
+            }],
+        };
+        Ok(api::PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    async fn close_stdin(&self, req: &api::CloseIORequest) -> RpcResult<()> {
+        let mut tasks = self.0.tasks.lock().await;
+        let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+        if req.stdin {
+            // The child sees end-of-file once the client's end is closed too.
+            task.stdin_writer = None;
+            log::debug!("task {}: stdin closed", req.id);
+        }
+        Ok(())
+    }
+}
+
+fn not_found(id: &str) -> Fail {
+    Fail::not_found(format!("task {id} not found"))
+}
+
+/// The shim runs one process per container and no exec'd processes.
+fn no_exec(id: &str, exec_id: &str) -> RpcResult<()> {
+    if exec_id.is_empty() {
+        return Ok(());
+    }
+    Err(Fail::not_found(format!(
+        "exec {exec_id} not found in task {id}: the wasmtime shim does not support exec"
+    )))
+}
+
+fn unsupported<T>(what: &str) -> TtrpcResult<T> {
+    Err(Fail::unimplemented(format!("{what} is not supported by the wasmtime shim")).into())
+}
+
+fn timestamp(at: SystemTime) -> Timestamp {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+        ..Default::default()
+    }
+}
+
+/// Logs a failed RPC at the shim's log and turns it into a ttrpc status.
+fn reply<T>(rpc: &str, result: RpcResult<T>) -> TtrpcResult<T> {
+    result.map_err(|fail| {
+        log::warn!("{rpc}: {fail}");
+        fail.into()
+    })
+}
+
+#[async_trait]
+impl Task for Service {
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        reply("create", self.create_task(req).await)
+    }
+
+    async fn start(
+        &self,
+        _: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        reply(
+            "start",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.start_task(&req.id).await
+            }
+            .await,
+        )
+    }
+
+    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
+        reply(
+            "kill",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.kill_task(&req).await
+            }
+            .await,
+        )?;
+        Ok(Empty::default())
+    }
+
+    async fn delete(
+        &self,
+        _: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        reply(
+            "delete",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.delete_task(&req.id).await
+            }
+            .await,
+        )
+    }
+
+    async fn state(
+        &self,
+        _: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        reply(
+            "state",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.state_of(&req.id).await
+            }
+            .await,
+        )
+    }
+
+    async fn wait(
+        &self,
+        _: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        reply(
+            "wait",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.wait_task(&req.id).await
+            }
+            .await,
+        )
+    }
+
+    async fn pids(
+        &self,
+        _: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        reply("pids", self.pids_of(&req.id).await)
+    }
+
+    async fn connect(
+        &self,
+        _: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let tasks = self.0.tasks.lock().await;
+        let task_pid = tasks
+            .get(&req.id)
+            .map(|t| t.pid.as_raw() as u32)
+            .unwrap_or_default();
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: crate::version::SHIM_VERSION.to_string(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> TtrpcResult<Empty> {
+        // The shim serves every container of its group: it only goes away
+        // once the last task has been deleted.
+        if self.0.tasks.lock().await.is_empty() {
+            log::info!("shutdown: no tasks left, exiting");
+            self.0.exit.signal();
+        }
+        Ok(Empty::default())
+    }
+
+    async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
+        reply(
+            "close_io",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.close_stdin(&req).await
+            }
+            .await,
+        )?;
+        Ok(Empty::default())
+    }
+
+    async fn exec(&self, _: &TtrpcContext, _: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        unsupported("exec")
+    }
+
+    async fn pause(&self, _: &TtrpcContext, _: api::PauseRequest) -> TtrpcResult<Empty> {
+        unsupported("pause")
+    }
+
+    async fn resume(&self, _: &TtrpcContext, _: api::ResumeRequest) -> TtrpcResult<Empty> {
+        unsupported("resume")
+    }
+
+    async fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        _: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<Empty> {
+        unsupported("checkpoint")
+    }
+
+    async fn resize_pty(&self, _: &TtrpcContext, _: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+        unsupported("resize_pty (there is no terminal)")
+    }
+
+    async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+        unsupported("update of resources")
+    }
+
+    async fn stats(
+        &self,
+        _: &TtrpcContext,
+        _: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        unsupported("stats")
+    }
+}

@@ -1,0 +1,225 @@
+//! Opening a task's stdio as containerd passes it: fifo paths (what ctr
+//! and CRI use), `file://` URIs, or nothing (/dev/null).
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// How long the other end of a fifo has to appear. ctr and CRI open their
+/// ends before they call Create, so this is only hit by a broken client.
+const FIFO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// The child reads it (stdin).
+    In,
+    /// The child writes it (stdout, stderr).
+    Out,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Null,
+    Path(PathBuf),
+}
+
+fn parse(uri: &str) -> anyhow::Result<Target> {
+    if uri.is_empty() {
+        return Ok(Target::Null);
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        return Ok(Target::Path(PathBuf::from(path)));
+    }
+    if uri.starts_with("binary://") {
+        bail!("stdio {uri}: binary:// logging is not supported by the wasmtime shim");
+    }
+    if let Some((scheme, _)) = uri.split_once("://") {
+        bail!("stdio {uri}: unknown scheme {scheme}://");
+    }
+    Ok(Target::Path(PathBuf::from(uri)))
+}
+
+/// The child's stdio, and the shim's own writer of a stdin fifo.
+pub struct Opened {
+    pub fds: [OwnedFd; 3],
+    /// Held until CloseIO or the task's exit. Without it the child would
+    /// read end-of-file whenever no client happens to hold the fifo open,
+    /// for instance before the client has opened its end at all.
+    pub stdin_writer: Option<File>,
+}
+
+/// Opens stdin, stdout and stderr for the child.
+pub async fn open(stdin: &str, stdout: &str, stderr: &str) -> anyhow::Result<Opened> {
+    let (stdin, stdin_writer) = open_stdin(stdin)?;
+    let stdout = open_one(stdout, Direction::Out).await?;
+    let stderr = open_one(stderr, Direction::Out).await?;
+    Ok(Opened {
+        fds: [stdin, stdout, stderr],
+        stdin_writer,
+    })
+}
+
+/// A stdin fifo is opened at once, without waiting for the client: the
+/// client may never open its end (ctr closes it unopened when its own
+/// stdin is empty) and then relies on CloseIO to end the child's input.
+fn open_stdin(uri: &str) -> anyhow::Result<(OwnedFd, Option<File>)> {
+    let Target::Path(path) = parse(uri)? else {
+        return Ok((open_null()?, None));
+    };
+    if !is_fifo(&path) {
+        return Ok((open_file(&path, Direction::In)?.into(), None));
+    }
+    let context = || format!("open stdin fifo {}", path.display());
+    let reader = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .with_context(context)?;
+    // Succeeds without blocking now that a reader exists.
+    let writer = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .with_context(context)?;
+    // The child does ordinary blocking reads.
+    nix::fcntl::fcntl(
+        &reader,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .with_context(context)?;
+    Ok((reader.into(), Some(writer)))
+}
+
+fn open_null() -> anyhow::Result<OwnedFd> {
+    let null = OpenOptions::new().read(true).write(true).open("/dev/null");
+    Ok(null.context("open /dev/null")?.into())
+}
+
+fn is_fifo(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false)
+}
+
+async fn open_one(uri: &str, direction: Direction) -> anyhow::Result<OwnedFd> {
+    let path = match parse(uri)? {
+        Target::Null => return open_null(),
+        Target::Path(path) => path,
+    };
+    if !is_fifo(&path) {
+        return open_file(&path, direction).map(Into::into);
+    }
+    // Opening a fifo blocks until the other end is open; do it off the
+    // runtime and give up, unblocking the thread, if the client never comes.
+    let task = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || open_file(&path, direction)
+    });
+    match tokio::time::timeout(FIFO_TIMEOUT, task).await {
+        Ok(joined) => Ok(joined.context("fifo open task")??.into()),
+        Err(_) => {
+            unblock(&path);
+            bail!(
+                "stdio fifo {}: nobody opened the other end within {FIFO_TIMEOUT:?}",
+                path.display()
+            )
+        }
+    }
+}
+
+fn open_file(path: &Path, direction: Direction) -> anyhow::Result<File> {
+    let mut options = OpenOptions::new();
+    match direction {
+        Direction::In => options.read(true),
+        Direction::Out => options.write(true).append(true).create(true),
+    };
+    options
+        .open(path)
+        .with_context(|| format!("open stdio {}", path.display()))
+}
+
+/// Opens and closes the read end of a fifo without blocking, which lets
+/// a thread stuck opening its write end return.
+fn unblock(path: &Path) {
+    let _ = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_uris() {
+        assert_eq!(parse("").unwrap(), Target::Null);
+        assert_eq!(
+            parse("/run/x/stdout").unwrap(),
+            Target::Path("/run/x/stdout".into())
+        );
+        assert_eq!(
+            parse("file:///var/log/a").unwrap(),
+            Target::Path("/var/log/a".into())
+        );
+        assert!(
+            parse("binary:///bin/logger")
+                .unwrap_err()
+                .to_string()
+                .contains("binary://")
+        );
+        assert!(
+            parse("tcp://x")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown scheme tcp://")
+        );
+    }
+
+    #[tokio::test]
+    async fn opens_fifo_when_the_peer_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || std::fs::read_to_string(fifo).unwrap()
+        });
+        let fd = open_one(fifo.to_str().unwrap(), Direction::Out)
+            .await
+            .unwrap();
+        std::io::Write::write_all(&mut File::from(fd), b"hi").unwrap();
+        assert_eq!(reader.join().unwrap(), "hi");
+    }
+
+    #[test]
+    fn stdin_fifo_ends_when_the_shim_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("in");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (reader, writer) = open_stdin(fifo.to_str().unwrap()).unwrap();
+        let mut client = OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut client, b"data").unwrap();
+        drop(client);
+        drop(writer);
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut File::from(reader), &mut got).unwrap();
+        assert_eq!(got, "data");
+    }
+
+    #[tokio::test]
+    async fn file_uri_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let uri = format!("file://{}", path.display());
+        for _ in 0..2 {
+            let fd = open_one(&uri, Direction::Out).await.unwrap();
+            std::io::Write::write_all(&mut File::from(fd), b"x").unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "xx");
+    }
+}

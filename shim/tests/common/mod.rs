@@ -1,0 +1,296 @@
+//! A private containerd for end-to-end tests: its own root, state and
+//! sockets in a temporary directory, with this build's shim on its PATH,
+//! stopped (and its leftovers checked) when the fixture is dropped.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const RUNTIME: &str = "io.containerd.wasmtime.v1";
+pub const NAMESPACE: &str = "e2e";
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmtime-v1");
+
+pub struct Containerd {
+    dir: tempfile::TempDir,
+    process: Child,
+}
+
+/// The end-to-end tests need root and a containerd; say so when missing.
+pub fn containerd() -> Option<Containerd> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping: end-to-end tests need root");
+        return None;
+    }
+    if Command::new("containerd")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: containerd is not installed (make deps installs it)");
+        return None;
+    }
+    Some(Containerd::start())
+}
+
+/// The OCI tarballs of the test images, written once per test process.
+fn images_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("images-{}", std::process::id()));
+        test_images::write_all_images(&dir).expect("write test images");
+        dir
+    })
+}
+
+pub fn image(name: &str) -> String {
+    test_images::reference(name)
+}
+
+impl Containerd {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("e2e-ctrd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path();
+        let bin = d.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(SHIM, bin.join("containerd-shim-wasmtime-v1")).unwrap();
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{0}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
+            d.display()
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let process = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let ctrd = Containerd { dir, process };
+        wait_for("containerd to answer", Duration::from_secs(30), || {
+            ctrd.ctr(&["version"]).status.success()
+        });
+        ctrd
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("containerd.log")).unwrap_or_default()
+    }
+
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(self.dir().join("containerd.sock"))
+            .args(["--namespace", NAMESPACE])
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_command(args).output().expect("run ctr")
+    }
+
+    pub fn import(&self, name: &str) {
+        let tar = images_dir().join(format!("{name}.tar"));
+        let out = self.ctr(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "import {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ctr run --rm` of a test image under the wasmtime shim.
+    pub fn run(&self, name: &str, id: &str, args: &[&str]) -> Run {
+        self.run_with(name, id, &[], args)
+    }
+
+    pub fn run_with(&self, name: &str, id: &str, flags: &[&str], args: &[&str]) -> Run {
+        let image = image(name);
+        let mut all = vec!["run", "--rm", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.push(&image);
+        all.push(id);
+        all.extend_from_slice(args);
+        Run::from(self.ctr(&all))
+    }
+
+    /// Starts `ctr run --rm` without waiting, stdout piped.
+    pub fn spawn_run(&self, name: &str, id: &str, args: &[&str], stdin: Stdio) -> Child {
+        let image = image(name);
+        let mut all = vec!["run", "--rm", "--runtime", RUNTIME, &image, id];
+        all.extend_from_slice(args);
+        let mut command = self.ctr_command(&all);
+        command
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command.spawn().expect("spawn ctr run")
+    }
+
+    pub fn task_status(&self, id: &str) -> Option<String> {
+        let out = self.ctr(&["task", "ls"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&id))
+            .and_then(|cols| cols.get(2).map(|s| s.to_string()))
+    }
+
+    pub fn wait_status(&self, id: &str, status: &str) {
+        wait_for(
+            &format!("task {id} to be {status}"),
+            Duration::from_secs(30),
+            || self.task_status(id).as_deref() == Some(status),
+        );
+    }
+
+    /// Asserts that nothing of container `id` is left: no child process,
+    /// no mount and no cgroup directory.
+    pub fn assert_clean(&self, id: &str) {
+        wait_for(
+            &format!("container {id} to leave nothing behind"),
+            Duration::from_secs(10),
+            || leftovers(self.dir(), id).is_empty(),
+        );
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.process.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.process.wait();
+        // Snapshot mounts of this containerd, if any survived a failed test.
+        let root = self.dir().to_string_lossy().into_owned();
+        let _ = containerd_umount(&root);
+    }
+}
+
+fn containerd_umount(root: &str) -> std::io::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(root))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+    Ok(())
+}
+
+/// What is left of container `id`, described, or nothing.
+pub fn leftovers(dir: &Path, id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) == Some(&b"__child".as_slice()) && args.get(2) == Some(&id.as_bytes()) {
+            found.push(format!("process {}", entry.file_name().to_string_lossy()));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let rootfs = format!(
+        "{}/state/io.containerd.runtime.v2.task/{NAMESPACE}/{id}/rootfs",
+        dir.display()
+    );
+    for line in mounts.lines().filter(|l| l.contains(&rootfs)) {
+        found.push(format!("mount {line}"));
+    }
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let cgroup = hierarchy.path().join(NAMESPACE).join(id);
+        if cgroup.exists() {
+            found.push(format!("cgroup {}", cgroup.display()));
+        }
+    }
+    found
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The result of a finished `ctr` command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// The shim processes serving containers of this containerd.
+pub fn shim_pids(dir: &Path) -> Vec<i32> {
+    let address = dir.join("containerd.sock");
+    let address = address.to_string_lossy();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains("containerd-shim-wasmtime-v1 -namespace") && text.contains(&*address) {
+            if let Ok(pid) = entry.file_name().to_string_lossy().parse() {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Children (`__child`) of container `id`.
+pub fn child_pids(id: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) == Some(&b"__child".as_slice()) && args.get(2) == Some(&id.as_bytes()) {
+            if let Ok(pid) = entry.file_name().to_string_lossy().parse() {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}

@@ -1,0 +1,306 @@
+//! End-to-end tests: a real containerd, `ctr`, this shim and the test
+//! images. Each test starts its own private containerd.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Containerd, containerd, wait_for};
+
+/// Upper bound on a guest's reaction to a signal before a test calls it a
+/// hang. A correct shim reacts in milliseconds; `make bench` measures it.
+const HANG: Duration = Duration::from_secs(10);
+
+#[test]
+fn hello_prints_and_exits_zero() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("hello");
+    let run = ctrd.run("hello", "hello-1", &[]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "hello from wasm\n"),
+        "{run:?}"
+    );
+    ctrd.assert_clean("hello-1");
+}
+
+#[test]
+fn proc_exit_codes_are_the_task_status() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("exit");
+    for code in ["0", "1", "42", "125"] {
+        let id = format!("exit-{code}");
+        let run = ctrd.run("exit", &id, &["/exit.wasm", code]);
+        assert_eq!(run.code.to_string(), code, "{run:?}");
+        ctrd.assert_clean(&id);
+    }
+}
+
+#[test]
+fn trap_is_134_with_message_and_backtrace() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("trap");
+    let run = ctrd.run("trap", "trap-1", &[]);
+    assert_eq!(run.code, 134, "{run:?}");
+    assert_eq!(run.stdout, "about to trap\n");
+    assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("wasm backtrace") && run.stderr.contains("explode"),
+        "{}",
+        run.stderr
+    );
+    ctrd.assert_clean("trap-1");
+}
+
+/// Starts `name`, waits for its first line of output, sends `signal`
+/// with `ctr task kill` and returns ctr's exit status.
+fn kill_running(ctrd: &Containerd, name: &str, id: &str, signal: &str, first_line: &str) -> i32 {
+    let mut ctr = ctrd.spawn_run(name, id, &[], Stdio::null());
+    let mut stdout = BufReader::new(ctr.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, first_line);
+    ctrd.wait_status(id, "RUNNING");
+    let kill = ctrd.ctr(&["task", "kill", "--signal", signal, id]);
+    assert!(
+        kill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+    let start = Instant::now();
+    loop {
+        if let Some(status) = ctr.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(start.elapsed() < HANG, "{id} did not end after {signal}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_stops_a_looping_guest_with_143() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("loop");
+    assert_eq!(
+        kill_running(&ctrd, "loop", "loop-term", "SIGTERM", "looping\n"),
+        143
+    );
+    ctrd.assert_clean("loop-term");
+}
+
+#[test]
+fn sigterm_stops_a_sleeping_guest_with_143() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("sleep");
+    assert_eq!(
+        kill_running(&ctrd, "sleep", "sleep-term", "SIGTERM", "sleeping\n"),
+        143
+    );
+    ctrd.assert_clean("sleep-term");
+}
+
+#[test]
+fn sigkill_is_137() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("loop");
+    assert_eq!(
+        kill_running(&ctrd, "loop", "loop-kill", "SIGKILL", "looping\n"),
+        137
+    );
+    ctrd.assert_clean("loop-kill");
+}
+
+#[test]
+fn args_and_env_reach_the_guest() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("args");
+    let run = ctrd.run_with(
+        "args",
+        "args-1",
+        &["--env", "GREETING=hi there"],
+        &["/args.wasm", "one", "two words"],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        &lines[..3],
+        ["arg[0]=/args.wasm", "arg[1]=one", "arg[2]=two words"]
+    );
+    assert!(lines.contains(&"env=GREETING=hi there"), "{lines:?}");
+    assert!(
+        lines.contains(&"env=PATH=/"),
+        "image env is kept: {lines:?}"
+    );
+    ctrd.assert_clean("args-1");
+}
+
+#[test]
+fn stdin_is_copied_to_stdout() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("cat");
+    let mut ctr = ctrd.spawn_run("cat", "cat-1", &[], Stdio::piped());
+    let mut stdin = ctr.stdin.take().unwrap();
+    let text = "line one\nline two\n".repeat(1000);
+    stdin.write_all(text.as_bytes()).unwrap();
+    // ctr ends the task's input with CloseIO once its own stdin ends.
+    ctrd.wait_status("cat-1", "RUNNING");
+    drop(stdin);
+    let out = ctr.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), text);
+    ctrd.assert_clean("cat-1");
+}
+
+#[test]
+fn guest_writes_and_reads_a_file_in_its_root() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("file");
+    let run = ctrd.run("file", "file-1", &[]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "written by wasm\n"),
+        "{run:?}"
+    );
+    ctrd.assert_clean("file-1");
+}
+
+#[test]
+fn events_come_in_lifecycle_order() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("hello");
+    let mut events = ctrd
+        .ctr_command(&["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the subscription settle before the container starts.
+    std::thread::sleep(Duration::from_millis(500));
+    let run = ctrd.run("hello", "events-1", &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stdout = BufReader::new(events.stdout.take().unwrap());
+    let mut topics = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if !line.contains("events-1") {
+            continue;
+        }
+        if let Some(topic) = line.split_whitespace().find(|w| w.starts_with("/tasks/")) {
+            topics.push(topic.to_string());
+        }
+        if topics.last().map(String::as_str) == Some("/tasks/delete") {
+            break;
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+}
+
+#[test]
+fn one_child_per_container_and_one_shim_each() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("sleep");
+    let ids = ["ps-1", "ps-2"];
+    for id in ids {
+        let out = ctrd.ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            common::RUNTIME,
+            &common::image("sleep"),
+            id,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ctrd.wait_status(id, "RUNNING");
+    }
+    for id in ids {
+        assert_eq!(common::child_pids(id).len(), 1, "children of {id}");
+    }
+    assert_eq!(
+        common::shim_pids(ctrd.dir()).len(),
+        2,
+        "one shim per ungrouped container"
+    );
+    for id in ids {
+        assert!(
+            ctrd.ctr(&["task", "kill", "--signal", "SIGKILL", id])
+                .status
+                .success()
+        );
+        ctrd.wait_status(id, "STOPPED");
+        assert!(ctrd.ctr(&["task", "delete", id]).status.success());
+        assert!(ctrd.ctr(&["container", "delete", id]).status.success());
+        ctrd.assert_clean(id);
+    }
+    wait_for("the shims to exit", Duration::from_secs(10), || {
+        common::shim_pids(ctrd.dir()).is_empty()
+    });
+}
+
+#[test]
+fn a_dead_shims_container_is_cleaned_up() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("loop");
+    let id = "orphan-1";
+    let out = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        common::RUNTIME,
+        &common::image("loop"),
+        id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ctrd.wait_status(id, "RUNNING");
+    let shims = common::shim_pids(ctrd.dir());
+    assert_eq!(shims.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // containerd notices the shim's death and runs `shim delete`, which
+    // must kill the child, unmount the rootfs and remove the cgroup.
+    ctrd.assert_clean(id);
+    let _ = ctrd.ctr(&["task", "delete", id]);
+    assert!(ctrd.ctr(&["container", "delete", id]).status.success());
+}
+
+#[test]
+fn version_names_wasmtime_and_revision() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_containerd-shim-wasmtime-v1"))
+        .arg("-v")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("Version: 0.")
+            && text.contains("Wasmtime: 48.")
+            && text.contains("Revision: "),
+        "{text}"
+    );
+}

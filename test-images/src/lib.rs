@@ -1,0 +1,221 @@
+//! Builds the OCI image tarballs that the shim's tests, demo and benchmarks import into
+//! containerd with `ctr images import --all-platforms <tar>`.
+//!
+//! There is one image per runnable WASI preview 1 test module (`wat/*.wat`, compiled by
+//! build.rs), one `bad` image of inputs the shim must reject, and one static x86_64 executable
+//! for comparing against runc. Every archive is byte-for-byte reproducible.
+
+mod bad;
+mod digest;
+mod native;
+mod oci;
+mod wasm;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+pub use bad::{
+    COMPONENT_WASM_HEADER, COMPONENT_WASM_PATH, EMPTY_WASM_PATH, NOSTART_WASM_PATH, NOT_WASM,
+    NOT_WASM_PATH,
+};
+pub use digest::{digest, sha256_hex};
+pub use native::{NATIVE_HELLO_MESSAGE, ensure_native_supported, native_hello_elf};
+pub use oci::{
+    CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, TAG, image_archive,
+    write_image,
+};
+pub use wasm::{
+    ARGS_WASM, CAT_WASM, EXIT_WASM, FILE_WASM, HELLO_WASM, LOOP_WASM, NOSTART_WASM, SLEEP_WASM,
+    TRAP_WASM, WASM_MODULES, wasm_module,
+};
+
+/// Every image reference is `<REPOSITORY_PREFIX><name>:latest`.
+pub const REPOSITORY_PREFIX: &str = "docker.io/wasmtime-shim-test/";
+
+/// The name of the static native image that runc runs.
+pub const NATIVE_HELLO_NAME: &str = "native-hello";
+
+/// The name of the image of bad inputs (see [`bad_image`]).
+pub const BAD_IMAGE_NAME: &str = "bad";
+
+/// Everything needed to write one single-layer image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// The short name: the last part of the image reference and the tarball's file stem.
+    pub name: String,
+    /// The OCI platform architecture, `wasm` or `amd64`.
+    pub architecture: String,
+    /// The OCI platform OS, `wasip1` or `linux`.
+    pub os: String,
+    /// The absolute path of the executable in the rootfs, which is also the entrypoint.
+    pub entrypoint: String,
+    /// The executable's bytes: a Wasm module or an ELF file (or, in the `bad` image, text).
+    pub executable: Vec<u8>,
+    /// Further regular files as (absolute path, bytes), installed with the executable's mode.
+    /// Their order does not matter: the layer lists all entries sorted by path.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Returns the full image reference for an image name, e.g.
+/// `docker.io/wasmtime-shim-test/hello:latest`.
+pub fn reference(name: &str) -> String {
+    format!("{REPOSITORY_PREFIX}{name}:{TAG}")
+}
+
+/// Returns the image of every Wasm test module, with the module at `/<name>.wasm`.
+pub fn wasm_images() -> Vec<ImageSpec> {
+    WASM_MODULES
+        .iter()
+        .map(|(name, module)| ImageSpec {
+            name: (*name).to_owned(),
+            architecture: "wasm".to_owned(),
+            os: "wasip1".to_owned(),
+            entrypoint: format!("/{name}.wasm"),
+            executable: module.to_vec(),
+            files: Vec::new(),
+        })
+        .collect()
+}
+
+/// Returns the native hello image (`/hello`, linux/amd64), or an error on hosts that are not
+/// x86_64 because nothing there could run it.
+pub fn native_hello_image() -> Result<ImageSpec> {
+    ensure_native_supported()?;
+    Ok(ImageSpec {
+        name: NATIVE_HELLO_NAME.to_owned(),
+        architecture: "amd64".to_owned(),
+        os: "linux".to_owned(),
+        entrypoint: "/hello".to_owned(),
+        executable: native_hello_elf(),
+        files: Vec::new(),
+    })
+}
+
+/// Returns the wasip1/wasm image of inputs the shim must reject: a text file as the
+/// entrypoint, plus an empty file, a module without `_start` and a component header that
+/// tests can select by passing their path as the command.
+pub fn bad_image() -> ImageSpec {
+    ImageSpec {
+        name: BAD_IMAGE_NAME.to_owned(),
+        architecture: "wasm".to_owned(),
+        os: "wasip1".to_owned(),
+        entrypoint: NOT_WASM_PATH.to_owned(),
+        executable: NOT_WASM.to_vec(),
+        files: bad::bad_extra_files(),
+    }
+}
+
+/// Returns every image this host can use: all Wasm images, the bad image, plus the native
+/// image on x86_64.
+pub fn all_images() -> Vec<ImageSpec> {
+    let mut images = wasm_images();
+    images.push(bad_image());
+    images.extend(native_hello_image().ok());
+    images
+}
+
+/// Returns the image called `name`, failing for unknown names and for the native image on
+/// hosts that cannot run it.
+pub fn image(name: &str) -> Result<ImageSpec> {
+    if name == NATIVE_HELLO_NAME {
+        return native_hello_image();
+    }
+    if name == BAD_IMAGE_NAME {
+        return Ok(bad_image());
+    }
+    match wasm_images().into_iter().find(|image| image.name == name) {
+        Some(image) => Ok(image),
+        None => bail!("unknown test image {name}"),
+    }
+}
+
+/// Writes `<dir>/<name>.tar` for every image of [`all_images`], creating `dir` first, and
+/// returns each archive's path with its image reference.
+pub fn write_all_images(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let mut written = Vec::new();
+    for image in all_images() {
+        let path = dir.join(format!("{}.tar", image.name));
+        write_image(&path, &image)?;
+        written.push((path, reference(&image.name)));
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_follow_the_documented_form() {
+        assert_eq!(
+            reference("hello"),
+            "docker.io/wasmtime-shim-test/hello:latest"
+        );
+        assert_eq!(
+            reference(NATIVE_HELLO_NAME),
+            "docker.io/wasmtime-shim-test/native-hello:latest"
+        );
+    }
+
+    #[test]
+    fn all_images_has_every_module_and_native_where_supported() {
+        let names: Vec<String> = all_images().into_iter().map(|image| image.name).collect();
+        let mut expected = vec![
+            "hello", "exit", "trap", "loop", "sleep", "args", "cat", "file", "bad",
+        ];
+        if cfg!(target_arch = "x86_64") {
+            expected.push(NATIVE_HELLO_NAME);
+        }
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn images_are_found_by_name() {
+        let file = image("file").unwrap();
+        assert_eq!(file.entrypoint, "/file.wasm");
+        assert_eq!(file.executable, FILE_WASM);
+        assert!(file.files.is_empty());
+        let bad = image("bad").unwrap();
+        assert_eq!(bad, bad_image());
+        assert_eq!(bad.entrypoint, "/notwasm.wasm");
+        assert_eq!(bad.executable, b"this is not a wasm module\n");
+        assert_eq!(
+            (bad.architecture.as_str(), bad.os.as_str()),
+            ("wasm", "wasip1")
+        );
+        let err = image("nope").unwrap_err().to_string();
+        assert!(err.contains("unknown test image nope"), "{err}");
+    }
+
+    #[test]
+    fn write_all_images_creates_the_directory_and_every_tarball() {
+        let dir = std::env::temp_dir().join(format!(
+            "test-images-all-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let written = write_all_images(&dir.join("nested"));
+        let listing: Vec<_> = written
+            .iter()
+            .flatten()
+            .map(|(path, _)| path.exists())
+            .collect();
+        fs::remove_dir_all(&dir).unwrap();
+        let written = written.unwrap();
+        assert_eq!(written.len(), all_images().len());
+        assert!(listing.iter().all(|exists| *exists));
+        assert_eq!(written[0].0, dir.join("nested").join("hello.tar"));
+        assert_eq!(written[0].1, reference("hello"));
+        assert!(
+            written
+                .iter()
+                .any(|(path, name)| path.ends_with("bad.tar") && *name == reference("bad"))
+        );
+    }
+}

@@ -1,0 +1,404 @@
+//! Writes an image as an OCI image layout packed into one uncompressed tar, the form that
+//! `ctr images import --all-platforms` reads.
+//!
+//! Every byte is reproducible: JSON objects are built with `json!` (whose maps have a fixed
+//! order), tar headers carry fixed owners, modes and times, and `created` is a constant. That
+//! lets tests compare digests and lets containerd skip content it already has.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tar::{Builder, EntryType, Header};
+
+use crate::ImageSpec;
+use crate::digest::{digest, sha256_hex};
+
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// The tag every image gets; it is also the `org.opencontainers.image.ref.name` annotation.
+pub const TAG: &str = "latest";
+
+/// The image creation time, fixed so the config blob (and so every digest) never changes.
+const CREATED: &str = "2024-01-01T00:00:00Z";
+/// The same instant as CREATED in seconds since the epoch, used as every tar entry's mtime.
+const MTIME: u64 = 1_704_067_200;
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Builds the image archive (the whole OCI layout tar) in memory.
+pub fn image_archive(image: &ImageSpec) -> Result<Vec<u8>> {
+    let reference = crate::reference(&image.name);
+    let layer =
+        layer_tar(image).with_context(|| format!("failed to build the layer of {reference}"))?;
+    let config = to_json(&config_document(image, &digest(&layer)));
+    let manifest = to_json(&manifest_document(&config, &layer));
+    let index = to_json(&index_document(image, &reference, &manifest));
+
+    let mut archive = Builder::new(Vec::new());
+    append_file(&mut archive, "oci-layout", OCI_LAYOUT)?;
+    append_file(&mut archive, "index.json", &index)?;
+    append_dir(&mut archive, "blobs/")?;
+    append_dir(&mut archive, "blobs/sha256/")?;
+    for blob in [&layer, &config, &manifest] {
+        append_file(
+            &mut archive,
+            &format!("blobs/sha256/{}", sha256_hex(blob)),
+            blob,
+        )?;
+    }
+    archive
+        .into_inner()
+        .with_context(|| format!("failed to finish the archive of {reference}"))
+}
+
+/// Writes the image archive to `out`, replacing any file there.
+pub fn write_image(out: &Path, image: &ImageSpec) -> Result<()> {
+    let archive = image_archive(image)?;
+    fs::write(out, archive).with_context(|| format!("failed to write {}", out.display()))
+}
+
+/// One entry of the layer, collected first so that all of them can be sorted by path.
+struct LayerEntry<'a> {
+    /// Relative, because containerd unpacks the layer below the rootfs.
+    path: &'a str,
+    kind: EntryType,
+    mode: u32,
+    data: &'a [u8],
+}
+
+/// Builds the single layer: the executable at its entrypoint path, the image's extra files
+/// and an empty world-writable `/tmp`, which the file test module writes into.
+fn layer_tar(image: &ImageSpec) -> Result<Vec<u8>> {
+    let mut layer = Builder::new(Vec::new());
+    for entry in layer_entries(image)? {
+        append_entry(&mut layer, entry.path, entry.kind, entry.mode, entry.data)?;
+    }
+    layer.into_inner().context("failed to finish the layer tar")
+}
+
+/// Lists the layer's entries in path order, the order a tar of a real directory tends to
+/// have; sorting also keeps the layer independent of the order of `image.files`.
+fn layer_entries(image: &ImageSpec) -> Result<Vec<LayerEntry<'_>>> {
+    let executable = (image.entrypoint.as_str(), image.executable.as_slice());
+    let files = image
+        .files
+        .iter()
+        .map(|(path, data)| (path.as_str(), data.as_slice()));
+    let mut entries: Vec<LayerEntry> = std::iter::once(executable)
+        .chain(files)
+        .map(|(path, data)| LayerEntry {
+            path: path.trim_start_matches('/'),
+            kind: EntryType::Regular,
+            mode: 0o755,
+            data,
+        })
+        .collect();
+    entries.push(LayerEntry {
+        path: "tmp/",
+        kind: EntryType::Directory,
+        mode: 0o1777,
+        data: &[],
+    });
+    entries.sort_by(|a, b| a.path.cmp(b.path));
+    ensure_unique_paths(&entries)?;
+    Ok(entries)
+}
+
+/// Fails when two entries name the same rootfs path, because on unpacking the later one
+/// would silently replace the earlier.
+fn ensure_unique_paths(entries: &[LayerEntry]) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for entry in entries {
+        // `tmp/` and `tmp` are the same path to the filesystem.
+        let path = entry.path.trim_end_matches('/');
+        if !seen.insert(path) {
+            bail!("the layer would hold /{path} twice");
+        }
+    }
+    Ok(())
+}
+
+fn config_document(image: &ImageSpec, layer_digest: &str) -> Value {
+    json!({
+        "created": CREATED,
+        "architecture": image.architecture,
+        "os": image.os,
+        "config": {
+            "Entrypoint": [image.entrypoint],
+            "Env": ["PATH=/"],
+            "WorkingDir": "/",
+        },
+        // The layer is uncompressed, so its diff ID is its digest.
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [layer_digest],
+        },
+        "history": [{
+            "created": CREATED,
+            "created_by": format!("test-images: {} at {}", image.name, image.entrypoint),
+        }],
+    })
+}
+
+fn manifest_document(config: &[u8], layer: &[u8]) -> Value {
+    json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": descriptor(CONFIG_MEDIA_TYPE, config),
+        "layers": [descriptor(LAYER_MEDIA_TYPE, layer)],
+    })
+}
+
+/// The index lists the manifest itself rather than a nested index. containerd 1.6 then makes
+/// the manifest the image target, and for a manifest target it skips the platform check; that
+/// is what lets `ctr run` unpack a wasip1/wasm image on a linux/amd64 host.
+fn index_document(image: &ImageSpec, reference: &str, manifest: &[u8]) -> Value {
+    let mut entry = descriptor(MANIFEST_MEDIA_TYPE, manifest);
+    entry["platform"] = json!({
+        "architecture": image.architecture,
+        "os": image.os,
+    });
+    entry["annotations"] = json!({
+        "io.containerd.image.name": reference,
+        "org.opencontainers.image.ref.name": TAG,
+    });
+    json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [entry],
+    })
+}
+
+fn descriptor(media_type: &str, blob: &[u8]) -> Value {
+    json!({
+        "mediaType": media_type,
+        "digest": digest(blob),
+        "size": blob.len(),
+    })
+}
+
+fn to_json(document: &Value) -> Vec<u8> {
+    // Serialising a Value built from strings and numbers cannot fail.
+    serde_json::to_vec(document).expect("a json value always serialises")
+}
+
+fn append_file(archive: &mut Builder<Vec<u8>>, path: &str, data: &[u8]) -> Result<()> {
+    append_entry(archive, path, EntryType::Regular, 0o644, data)
+}
+
+fn append_dir(archive: &mut Builder<Vec<u8>>, path: &str) -> Result<()> {
+    append_entry(archive, path, EntryType::Directory, 0o755, &[])
+}
+
+/// Appends one entry with a deterministic header: root ownership without user or group
+/// names, a fixed mtime, and the given mode.
+fn append_entry(
+    archive: &mut Builder<Vec<u8>>,
+    path: &str,
+    kind: EntryType,
+    mode: u32,
+    data: &[u8],
+) -> Result<()> {
+    let mut header = Header::new_ustar();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(MTIME);
+    header.set_size(data.len() as u64);
+    // append_data sets the path and then the checksum, so the header is complete.
+    archive
+        .append_data(&mut header, path, io::Cursor::new(data))
+        .with_context(|| format!("failed to add {path} to a tar"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+
+    use super::*;
+
+    /// The header fields the tests care about, with the entry's data.
+    #[derive(Debug)]
+    struct TarEntry {
+        kind: EntryType,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime: u64,
+        data: Vec<u8>,
+    }
+
+    type TarEntries = BTreeMap<String, TarEntry>;
+
+    /// Reads every entry of a tar, keyed by path.
+    fn entries(tar_bytes: &[u8]) -> TarEntries {
+        let mut archive = tar::Archive::new(tar_bytes);
+        let mut found = BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let header = entry.header().clone();
+            let path = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            assert!(
+                header.username().unwrap().unwrap_or("").is_empty(),
+                "{path}"
+            );
+            assert!(
+                header.groupname().unwrap().unwrap_or("").is_empty(),
+                "{path}"
+            );
+            let fields = TarEntry {
+                kind: header.entry_type(),
+                mode: header.mode().unwrap(),
+                uid: header.uid().unwrap(),
+                gid: header.gid().unwrap(),
+                mtime: header.mtime().unwrap(),
+                data,
+            };
+            found.insert(path, fields);
+        }
+        found
+    }
+
+    fn blob<'a>(files: &'a TarEntries, descriptor: &Value) -> &'a [u8] {
+        let digest_str = descriptor["digest"].as_str().unwrap();
+        let hex = digest_str.strip_prefix("sha256:").unwrap();
+        let data = &files[&format!("blobs/sha256/{hex}")].data;
+        assert_eq!(digest(data), digest_str, "blob content matches its name");
+        assert_eq!(descriptor["size"].as_u64(), Some(data.len() as u64));
+        data
+    }
+
+    fn hello() -> ImageSpec {
+        crate::image("hello").unwrap()
+    }
+
+    #[test]
+    fn archive_is_an_oci_layout_whose_index_names_the_manifest() {
+        let archive = image_archive(&hello()).unwrap();
+        let files = entries(&archive);
+        assert_eq!(
+            files["oci-layout"].data,
+            br#"{"imageLayoutVersion":"1.0.0"}"#
+        );
+        assert_eq!(files["blobs/"].kind, EntryType::Directory);
+        let blob_count = files
+            .keys()
+            .filter(|path| path.starts_with("blobs/sha256/") && path.len() > 13)
+            .count();
+        assert_eq!(blob_count, 3, "one layer, one config, one manifest");
+
+        let index: Value = serde_json::from_slice(&files["index.json"].data).unwrap();
+        assert_eq!(index["schemaVersion"], 2);
+        assert_eq!(index["mediaType"], INDEX_MEDIA_TYPE);
+        let manifests = index["manifests"].as_array().unwrap();
+        assert_eq!(manifests.len(), 1);
+        let entry = &manifests[0];
+        assert_eq!(entry["mediaType"], MANIFEST_MEDIA_TYPE);
+        assert_eq!(
+            entry["platform"],
+            json!({"architecture": "wasm", "os": "wasip1"})
+        );
+        assert_eq!(
+            entry["annotations"]["io.containerd.image.name"],
+            "docker.io/wasmtime-shim-test/hello:latest"
+        );
+        assert_eq!(
+            entry["annotations"]["org.opencontainers.image.ref.name"],
+            "latest"
+        );
+
+        let manifest: Value = serde_json::from_slice(blob(&files, entry)).unwrap();
+        assert_eq!(manifest["schemaVersion"], 2);
+        assert_eq!(manifest["mediaType"], MANIFEST_MEDIA_TYPE);
+        assert_eq!(manifest["config"]["mediaType"], CONFIG_MEDIA_TYPE);
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 1);
+        assert_eq!(layers[0]["mediaType"], LAYER_MEDIA_TYPE);
+
+        let config: Value = serde_json::from_slice(blob(&files, &manifest["config"])).unwrap();
+        assert_eq!(config["architecture"], "wasm");
+        assert_eq!(config["os"], "wasip1");
+        assert_eq!(config["config"]["Entrypoint"], json!(["/hello.wasm"]));
+        assert_eq!(config["config"]["Env"], json!(["PATH=/"]));
+        assert_eq!(config["config"]["WorkingDir"], "/");
+        assert_eq!(config["created"], CREATED);
+        assert_eq!(config["rootfs"]["type"], "layers");
+        assert_eq!(config["rootfs"]["diff_ids"], json!([layers[0]["digest"]]));
+
+        let layer = entries(blob(&files, &layers[0]));
+        assert_eq!(layer.keys().collect::<Vec<_>>(), ["hello.wasm", "tmp/"]);
+        let module = &layer["hello.wasm"];
+        assert_eq!(
+            (
+                module.kind,
+                module.mode,
+                module.uid,
+                module.gid,
+                module.mtime
+            ),
+            (EntryType::Regular, 0o755, 0, 0, MTIME)
+        );
+        assert_eq!(module.data, crate::HELLO_WASM);
+        let tmp = &layer["tmp/"];
+        assert_eq!(
+            (tmp.kind, tmp.mode, tmp.uid, tmp.gid, tmp.mtime),
+            (EntryType::Directory, 0o1777, 0, 0, MTIME)
+        );
+    }
+
+    #[test]
+    fn native_image_is_linux_amd64_with_hello_at_the_root() {
+        let Ok(image) = crate::native_hello_image() else {
+            return;
+        };
+        let files = entries(&image_archive(&image).unwrap());
+        let index: Value = serde_json::from_slice(&files["index.json"].data).unwrap();
+        let entry = &index["manifests"][0];
+        assert_eq!(
+            entry["platform"],
+            json!({"architecture": "amd64", "os": "linux"})
+        );
+        assert_eq!(
+            entry["annotations"]["io.containerd.image.name"],
+            "docker.io/wasmtime-shim-test/native-hello:latest"
+        );
+        let manifest: Value = serde_json::from_slice(blob(&files, entry)).unwrap();
+        let config: Value = serde_json::from_slice(blob(&files, &manifest["config"])).unwrap();
+        assert_eq!(config["config"]["Entrypoint"], json!(["/hello"]));
+        let layer = entries(blob(&files, &manifest["layers"][0]));
+        assert_eq!(layer["hello"].mode, 0o755);
+        assert_eq!(layer["hello"].data, crate::native_hello_elf());
+    }
+
+    #[test]
+    fn archives_are_reproducible() {
+        for image in crate::all_images() {
+            assert_eq!(
+                image_archive(&image).unwrap(),
+                image_archive(&image).unwrap(),
+                "{}",
+                image.name
+            );
+        }
+    }
+
+    #[test]
+    fn write_image_reports_the_path_it_could_not_write() {
+        let out = Path::new("/nonexistent-test-images-dir/hello.tar");
+        let err = write_image(out, &hello()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent-test-images-dir/hello.tar"),
+            "{err:#}"
+        );
+    }
+}
