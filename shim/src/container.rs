@@ -34,7 +34,7 @@ pub struct Resources {
 pub struct Created {
     pub pid: Pid,
     pub control: File,
-    pub stdin_writer: Option<File>,
+    pub stdin_hold: Option<crate::stdio::StdinHold>,
     pub resources: Resources,
     pub exit: oneshot::Receiver<i32>,
 }
@@ -60,10 +60,10 @@ pub async fn create(req: &CreateTaskRequest, exe: &Path, reaper: &Reaper) -> Res
     };
     let result = create_with(req, exe, reaper, &spec, flags, &mut resources).await;
     match result {
-        Ok((pid, control, stdin_writer, exit)) => Ok(Created {
+        Ok((pid, control, stdin_hold, exit)) => Ok(Created {
             pid,
             control,
-            stdin_writer,
+            stdin_hold,
             resources,
             exit,
         }),
@@ -83,7 +83,15 @@ async fn create_with(
     spec: &oci_spec::runtime::Spec,
     flags: nix::sched::CloneFlags,
     resources: &mut Resources,
-) -> Result<(Pid, File, Option<File>, oneshot::Receiver<i32>), Fail> {
+) -> Result<
+    (
+        Pid,
+        File,
+        Option<crate::stdio::StdinHold>,
+        oneshot::Receiver<i32>,
+    ),
+    Fail,
+> {
     let id = &req.id;
     let rootfs = resources.bundle.join("rootfs");
     for m in &req.rootfs {
@@ -102,7 +110,7 @@ async fn create_with(
     }
     let crate::stdio::Opened {
         fds: stdio,
-        stdin_writer,
+        stdin_hold,
     } = crate::stdio::open(&req.stdin, &req.stdout, &req.stderr)
         .await
         .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
@@ -130,7 +138,7 @@ async fn create_with(
         Ok(control) => {
             std::fs::write(resources.bundle.join(PID_FILE), pid.to_string())
                 .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e}")))?;
-            Ok((pid, control, stdin_writer, exit))
+            Ok((pid, control, stdin_hold, exit))
         }
         Err(fail) => {
             // The child is ours and not started: kill it and wait for the

@@ -34,7 +34,7 @@ struct TaskEntry {
     stdio: [String; 3],
     status: Status,
     control: Option<File>,
-    stdin_writer: Option<File>,
+    stdin_hold: Option<crate::stdio::StdinHold>,
     resources: Resources,
     stopped: watch::Sender<Option<(u32, SystemTime)>>,
 }
@@ -106,7 +106,7 @@ impl Service {
             stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
             status: Status::Created,
             control: Some(created.control),
-            stdin_writer: created.stdin_writer,
+            stdin_hold: created.stdin_hold,
             resources: created.resources,
             stopped,
         };
@@ -158,7 +158,7 @@ impl Service {
         };
         task.status = status;
         task.control = None;
-        task.stdin_writer = None;
+        task.stdin_hold = None;
         let pid = task.pid.as_raw() as u32;
         task.stopped.send_replace(Some((code, at)));
         log::info!("task {id}: exited with status {code}");
@@ -340,7 +340,7 @@ impl Service {
         let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
         if req.stdin {
             // The child sees end-of-file once the client's end is closed too.
-            task.stdin_writer = None;
+            task.stdin_hold = None;
             log::debug!("task {}: stdin closed", req.id);
         }
         Ok(())

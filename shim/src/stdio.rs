@@ -2,12 +2,17 @@
 //! and CRI use), `file://` URIs, or nothing (/dev/null).
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::unistd::pipe2;
 
 /// How long the other end of a fifo has to appear. ctr and CRI open their
 /// ends before they call Create, so this is only hit by a broken client.
@@ -46,27 +51,79 @@ fn parse(uri: &str) -> anyhow::Result<Target> {
 /// The child's stdio, and the shim's own writer of a stdin fifo.
 pub struct Opened {
     pub fds: [OwnedFd; 3],
-    /// Held until CloseIO or the task's exit. Without it the child would
-    /// read end-of-file whenever no client happens to hold the fifo open,
-    /// for instance before the client has opened its end at all.
-    pub stdin_writer: Option<File>,
+    pub stdin_hold: Option<StdinHold>,
+}
+
+/// The shim's own writer of a stdin fifo. Without it the child would read
+/// end-of-file whenever no client happens to hold the fifo open, for
+/// instance before the client has opened its end at all. It is let go
+/// when a client's writer closes (the client's input has ended), on
+/// CloseIO, or when the hold is dropped with the task.
+pub struct StdinHold {
+    /// Shared with the watching thread, which may take it first.
+    _writer: Arc<Mutex<Option<File>>>,
+    /// Closing it (by dropping the hold) ends the watching thread.
+    _stop_watch: OwnedFd,
+}
+
+/// Watches the fifo for a writer's close with inotify and then lets the
+/// shim's writer go, so that the child sees end-of-file as it would under
+/// runc. A small thread waits on the inotify descriptor and on a pipe
+/// that the hold closes when it is dropped.
+fn hold(path: &Path, writer: File) -> anyhow::Result<StdinHold> {
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC).context("create an inotify instance")?;
+    inotify
+        .add_watch(path, AddWatchFlags::IN_CLOSE_WRITE)
+        .with_context(|| format!("watch stdin fifo {}", path.display()))?;
+    let (stop_r, stop_w) = pipe2(OFlag::O_CLOEXEC).context("create a pipe")?;
+    let writer = Arc::new(Mutex::new(Some(writer)));
+    let held = Arc::downgrade(&writer);
+    std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            let mut fds = [
+                PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+                PollFd::new(stop_r.as_fd(), PollFlags::POLLIN),
+            ];
+            loop {
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => break,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => return,
+                }
+            }
+            let closed = fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+            if let (true, Some(writer)) = (closed, held.upgrade()) {
+                writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
+        })
+        .context("start the stdin watcher")?;
+    Ok(StdinHold {
+        _writer: writer,
+        _stop_watch: stop_w,
+    })
 }
 
 /// Opens stdin, stdout and stderr for the child.
 pub async fn open(stdin: &str, stdout: &str, stderr: &str) -> anyhow::Result<Opened> {
-    let (stdin, stdin_writer) = open_stdin(stdin)?;
+    let (stdin, stdin_hold) = match open_stdin(stdin)? {
+        (fd, Some((path, writer))) => (fd, Some(hold(&path, writer)?)),
+        (fd, None) => (fd, None),
+    };
     let stdout = open_one(stdout, Direction::Out).await?;
     let stderr = open_one(stderr, Direction::Out).await?;
     Ok(Opened {
         fds: [stdin, stdout, stderr],
-        stdin_writer,
+        stdin_hold,
     })
 }
 
 /// A stdin fifo is opened at once, without waiting for the client: the
 /// client may never open its end (ctr closes it unopened when its own
 /// stdin is empty) and then relies on CloseIO to end the child's input.
-fn open_stdin(uri: &str) -> anyhow::Result<(OwnedFd, Option<File>)> {
+fn open_stdin(uri: &str) -> anyhow::Result<(OwnedFd, Option<(PathBuf, File)>)> {
     let Target::Path(path) = parse(uri)? else {
         return Ok((open_null()?, None));
     };
@@ -91,7 +148,7 @@ fn open_stdin(uri: &str) -> anyhow::Result<(OwnedFd, Option<File>)> {
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
     )
     .with_context(context)?;
-    Ok((reader.into(), Some(writer)))
+    Ok((reader.into(), Some((path, writer))))
 }
 
 fn open_null() -> anyhow::Result<OwnedFd> {
@@ -201,7 +258,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("in");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let (reader, writer) = open_stdin(fifo.to_str().unwrap()).unwrap();
+        let (reader, held) = open_stdin(fifo.to_str().unwrap()).unwrap();
+        let (_, writer) = held.unwrap();
         let mut client = OpenOptions::new().write(true).open(&fifo).unwrap();
         std::io::Write::write_all(&mut client, b"data").unwrap();
         drop(client);
@@ -209,6 +267,29 @@ mod tests {
         let mut got = String::new();
         std::io::Read::read_to_string(&mut File::from(reader), &mut got).unwrap();
         assert_eq!(got, "data");
+    }
+
+    #[tokio::test]
+    async fn hold_lets_go_when_the_client_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("in");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let opened = open(fifo.to_str().unwrap(), "", "").await.unwrap();
+        let mut client = OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut client, b"abc").unwrap();
+        drop(client);
+        let [reader, _, _] = opened.fds;
+        let got = tokio::task::spawn_blocking(move || {
+            let mut got = String::new();
+            std::io::Read::read_to_string(&mut File::from(reader), &mut got).map(|_| got)
+        });
+        let got = tokio::time::timeout(Duration::from_secs(10), got)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, "abc");
+        drop(opened.stdin_hold);
     }
 
     #[tokio::test]

@@ -140,13 +140,14 @@ fn args_and_env_reach_the_guest() {
 fn stdin_is_copied_to_stdout() {
     let Some(ctrd) = containerd() else { return };
     ctrd.import("cat");
+    // As `producer | ctr run …`: the input ends while the task starts.
     let mut ctr = ctrd.spawn_run("cat", "cat-1", &[], Stdio::piped());
-    let mut stdin = ctr.stdin.take().unwrap();
     let text = "line one\nline two\n".repeat(1000);
-    stdin.write_all(text.as_bytes()).unwrap();
-    // ctr ends the task's input with CloseIO once its own stdin ends.
-    ctrd.wait_status("cat-1", "RUNNING");
-    drop(stdin);
+    ctr.stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = ctr.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -303,4 +304,135 @@ fn version_names_wasmtime_and_revision() {
             && text.contains("Revision: "),
         "{text}"
     );
+}
+
+/// Runs the `bad` image with `args`, expects create to fail with a
+/// message holding every one of `expected`, in ctr's output and in the
+/// shim log, and nothing left behind.
+fn assert_refused(ctrd: &Containerd, id: &str, args: &[&str], expected: &[&str]) {
+    let run = ctrd.run("bad", id, args);
+    assert_ne!(run.code, 0, "{run:?}");
+    for text in expected {
+        assert!(
+            run.stderr.contains(text),
+            "ctr's error lacks {text:?}: {}",
+            run.stderr
+        );
+    }
+    let log = ctrd.log();
+    let logged = log
+        .lines()
+        .any(|l| l.contains(id) && expected.iter().all(|t| l.contains(t)));
+    assert!(logged, "the shim log lacks {expected:?} for {id}");
+    ctrd.assert_clean(id);
+    let _ = ctrd.ctr(&["container", "delete", id]);
+}
+
+#[test]
+fn bad_modules_are_refused_by_name() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("bad");
+    let not_wasm = test_images::NOT_WASM_PATH;
+    assert_refused(
+        &ctrd,
+        "bad-text",
+        &[not_wasm],
+        &[not_wasm, "not a WebAssembly module"],
+    );
+    let empty = test_images::EMPTY_WASM_PATH;
+    assert_refused(&ctrd, "bad-empty", &[empty], &[empty, "the file is empty"]);
+    let nostart = test_images::NOSTART_WASM_PATH;
+    assert_refused(
+        &ctrd,
+        "bad-nostart",
+        &[nostart],
+        &[nostart, "exports no function `_start`"],
+    );
+    let component = test_images::COMPONENT_WASM_PATH;
+    assert_refused(
+        &ctrd,
+        "bad-component",
+        &[component],
+        &[component, "component"],
+    );
+    assert_refused(
+        &ctrd,
+        "bad-missing",
+        &["/missing.wasm"],
+        &["/missing.wasm", "No such file"],
+    );
+}
+
+#[test]
+fn terminal_is_refused() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("hello");
+    // ctr wants a real console for -t: give it one with script(1).
+    let command = format!(
+        "ctr --address {} --namespace {} run --rm -t --runtime {} {} tty-1",
+        ctrd.dir().join("containerd.sock").display(),
+        common::NAMESPACE,
+        common::RUNTIME,
+        common::image("hello"),
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("terminal: true is not supported"), "{text}");
+    assert!(ctrd.log().contains("terminal: true is not supported"));
+    ctrd.assert_clean("tty-1");
+}
+
+#[test]
+fn grouped_containers_share_one_shim() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("sleep");
+    let ids = ["group-1", "group-2"];
+    for id in ids {
+        let annotation = "io.containerd.runc.v2.group=pod-a";
+        let image = common::image("sleep");
+        let args = [
+            "run",
+            "-d",
+            "--annotation",
+            annotation,
+            "--runtime",
+            common::RUNTIME,
+            &image,
+            id,
+        ];
+        let out = ctrd.ctr(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ctrd.wait_status(id, "RUNNING");
+    }
+    assert_eq!(
+        common::shim_pids(ctrd.dir()).len(),
+        1,
+        "one shim for the group"
+    );
+    for id in ids {
+        assert_eq!(common::child_pids(id).len(), 1, "children of {id}");
+    }
+    // The shim outlives the first deletion: it still serves the second task.
+    for (n, id) in ids.iter().enumerate() {
+        assert!(ctrd.ctr(&["task", "kill", id]).status.success());
+        ctrd.wait_status(id, "STOPPED");
+        assert!(ctrd.ctr(&["task", "delete", id]).status.success());
+        assert!(ctrd.ctr(&["container", "delete", id]).status.success());
+        ctrd.assert_clean(id);
+        if n == 0 {
+            assert_eq!(common::shim_pids(ctrd.dir()).len(), 1);
+            assert_eq!(ctrd.task_status(ids[1]).as_deref(), Some("RUNNING"));
+        }
+    }
+    wait_for("the group's shim to exit", Duration::from_secs(10), || {
+        common::shim_pids(ctrd.dir()).is_empty()
+    });
 }

@@ -2,8 +2,9 @@
 //! containerd with `ctr images import --all-platforms <tar>`.
 //!
 //! There is one image per runnable WASI preview 1 test module (`wat/*.wat`, compiled by
-//! build.rs), one `bad` image of inputs the shim must reject, and one static x86_64 executable
-//! for comparing against runc. Every archive is byte-for-byte reproducible.
+//! build.rs), one `bad` image of inputs the shim must reject, and two static x86_64
+//! executables for comparing against runc: one that prints and exits, one that idles. Every
+//! archive is byte-for-byte reproducible.
 
 mod bad;
 mod digest;
@@ -21,7 +22,10 @@ pub use bad::{
     NOT_WASM_PATH,
 };
 pub use digest::{digest, sha256_hex};
-pub use native::{NATIVE_HELLO_MESSAGE, ensure_native_supported, native_hello_elf};
+pub use native::{
+    NATIVE_HELLO_MESSAGE, NATIVE_SLEEP_MESSAGE, ensure_native_supported, native_hello_elf,
+    native_sleep_elf,
+};
 pub use oci::{
     CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, TAG, image_archive,
     write_image,
@@ -34,8 +38,11 @@ pub use wasm::{
 /// Every image reference is `<REPOSITORY_PREFIX><name>:latest`.
 pub const REPOSITORY_PREFIX: &str = "docker.io/wasmtime-shim-test/";
 
-/// The name of the static native image that runc runs.
+/// The name of the static native image that runc runs to time a start-to-exit.
 pub const NATIVE_HELLO_NAME: &str = "native-hello";
+
+/// The name of the static native image that runc keeps idle for memory measurements.
+pub const NATIVE_SLEEP_NAME: &str = "native-sleep";
 
 /// The name of the image of bad inputs (see [`bad_image`]).
 pub const BAD_IMAGE_NAME: &str = "bad";
@@ -54,7 +61,7 @@ pub struct ImageSpec {
     /// The executable's bytes: a Wasm module or an ELF file (or, in the `bad` image, text).
     pub executable: Vec<u8>,
     /// Further regular files as (absolute path, bytes), installed with the executable's mode.
-    /// Their order does not matter: the layer lists all entries sorted by path.
+    /// Their order does not matter: the layer sorts them by path together with the executable.
     pub files: Vec<(String, Vec<u8>)>,
 }
 
@@ -82,13 +89,24 @@ pub fn wasm_images() -> Vec<ImageSpec> {
 /// Returns the native hello image (`/hello`, linux/amd64), or an error on hosts that are not
 /// x86_64 because nothing there could run it.
 pub fn native_hello_image() -> Result<ImageSpec> {
-    ensure_native_supported()?;
+    native_image(NATIVE_HELLO_NAME, "/hello", native_hello_elf())
+}
+
+/// Returns the native sleep image (`/sleep`, linux/amd64), or an error on hosts that are not
+/// x86_64 because nothing there could run it.
+pub fn native_sleep_image() -> Result<ImageSpec> {
+    native_image(NATIVE_SLEEP_NAME, "/sleep", native_sleep_elf())
+}
+
+/// Returns the linux/amd64 image of a native executable, failing on hosts that are not x86_64.
+fn native_image(name: &str, entrypoint: &str, executable: Vec<u8>) -> Result<ImageSpec> {
+    ensure_native_supported().with_context(|| format!("cannot provide image {name}"))?;
     Ok(ImageSpec {
-        name: NATIVE_HELLO_NAME.to_owned(),
+        name: name.to_owned(),
         architecture: "amd64".to_owned(),
         os: "linux".to_owned(),
-        entrypoint: "/hello".to_owned(),
-        executable: native_hello_elf(),
+        entrypoint: entrypoint.to_owned(),
+        executable,
         files: Vec::new(),
     })
 }
@@ -108,26 +126,26 @@ pub fn bad_image() -> ImageSpec {
 }
 
 /// Returns every image this host can use: all Wasm images, the bad image, plus the native
-/// image on x86_64.
+/// images on x86_64.
 pub fn all_images() -> Vec<ImageSpec> {
     let mut images = wasm_images();
     images.push(bad_image());
     images.extend(native_hello_image().ok());
+    images.extend(native_sleep_image().ok());
     images
 }
 
-/// Returns the image called `name`, failing for unknown names and for the native image on
-/// hosts that cannot run it.
+/// Returns the image called `name`, failing for unknown names and for the native images on
+/// hosts that cannot run them.
 pub fn image(name: &str) -> Result<ImageSpec> {
-    if name == NATIVE_HELLO_NAME {
-        return native_hello_image();
-    }
-    if name == BAD_IMAGE_NAME {
-        return Ok(bad_image());
-    }
-    match wasm_images().into_iter().find(|image| image.name == name) {
-        Some(image) => Ok(image),
-        None => bail!("unknown test image {name}"),
+    match name {
+        NATIVE_HELLO_NAME => native_hello_image(),
+        NATIVE_SLEEP_NAME => native_sleep_image(),
+        BAD_IMAGE_NAME => Ok(bad_image()),
+        _ => match wasm_images().into_iter().find(|image| image.name == name) {
+            Some(image) => Ok(image),
+            None => bail!("unknown test image {name}"),
+        },
     }
 }
 
@@ -158,6 +176,10 @@ mod tests {
             reference(NATIVE_HELLO_NAME),
             "docker.io/wasmtime-shim-test/native-hello:latest"
         );
+        assert_eq!(
+            reference(NATIVE_SLEEP_NAME),
+            "docker.io/wasmtime-shim-test/native-sleep:latest"
+        );
     }
 
     #[test]
@@ -167,7 +189,7 @@ mod tests {
             "hello", "exit", "trap", "loop", "sleep", "args", "cat", "file", "bad",
         ];
         if cfg!(target_arch = "x86_64") {
-            expected.push(NATIVE_HELLO_NAME);
+            expected.extend([NATIVE_HELLO_NAME, NATIVE_SLEEP_NAME]);
         }
         assert_eq!(names, expected);
     }
@@ -188,6 +210,27 @@ mod tests {
         );
         let err = image("nope").unwrap_err().to_string();
         assert!(err.contains("unknown test image nope"), "{err}");
+    }
+
+    #[test]
+    fn native_sleep_is_found_by_name_where_supported() {
+        let found = image(NATIVE_SLEEP_NAME);
+        if !cfg!(target_arch = "x86_64") {
+            let err = format!("{:#}", found.unwrap_err());
+            assert!(err.contains("cannot provide image native-sleep"), "{err}");
+            assert!(err.contains("unsupported architecture"), "{err}");
+            return;
+        }
+        let sleep = found.unwrap();
+        assert_eq!(sleep, native_sleep_image().unwrap());
+        assert_eq!(sleep.name, "native-sleep");
+        assert_eq!(sleep.entrypoint, "/sleep");
+        assert_eq!(sleep.executable, native_sleep_elf());
+        assert_eq!(
+            (sleep.architecture.as_str(), sleep.os.as_str()),
+            ("amd64", "linux")
+        );
+        assert!(sleep.files.is_empty());
     }
 
     #[test]

@@ -30,9 +30,13 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
         [flag] if flag == "-h" || flag == "--help" => println!("{USAGE}"),
         [dir] if !dir.starts_with('-') => {
-            // Saying why the native image is missing saves a confused search for it later.
-            if let Err(err) = test_images::native_hello_image() {
-                eprintln!("skipping {}: {err:#}", test_images::NATIVE_HELLO_NAME);
+            // Saying why the native images are missing saves a confused search for them later.
+            if let Err(err) = test_images::ensure_native_supported() {
+                eprintln!(
+                    "skipping {} and {}: {err:#}",
+                    test_images::NATIVE_HELLO_NAME,
+                    test_images::NATIVE_SLEEP_NAME
+                );
             }
             for (path, reference) in test_images::write_all_images(Path::new(dir))? {
                 println!("{} {reference}", path.display());

@@ -63,7 +63,7 @@ pub fn write_image(out: &Path, image: &ImageSpec) -> Result<()> {
     fs::write(out, archive).with_context(|| format!("failed to write {}", out.display()))
 }
 
-/// One entry of the layer, collected first so that all of them can be sorted by path.
+/// One entry of the layer, collected first so that the files can be sorted by path.
 struct LayerEntry<'a> {
     /// Relative, because containerd unpacks the layer below the rootfs.
     path: &'a str,
@@ -82,8 +82,10 @@ fn layer_tar(image: &ImageSpec) -> Result<Vec<u8>> {
     layer.into_inner().context("failed to finish the layer tar")
 }
 
-/// Lists the layer's entries in path order, the order a tar of a real directory tends to
-/// have; sorting also keeps the layer independent of the order of `image.files`.
+/// Lists the layer's entries: the executable and the extra files sorted by path, which keeps
+/// the layer independent of the order of `image.files`, and then `tmp/`. `tmp/` stays last,
+/// where it always was, rather than joining the sort, because moving it would change the bytes
+/// of images whose executable sorts after it (`trap.wasm`) and so their digests.
 fn layer_entries(image: &ImageSpec) -> Result<Vec<LayerEntry<'_>>> {
     let executable = (image.entrypoint.as_str(), image.executable.as_slice());
     let files = image
@@ -99,13 +101,13 @@ fn layer_entries(image: &ImageSpec) -> Result<Vec<LayerEntry<'_>>> {
             data,
         })
         .collect();
+    entries.sort_by(|a, b| a.path.cmp(b.path));
     entries.push(LayerEntry {
         path: "tmp/",
         kind: EntryType::Directory,
         mode: 0o1777,
         data: &[],
     });
-    entries.sort_by(|a, b| a.path.cmp(b.path));
     ensure_unique_paths(&entries)?;
     Ok(entries)
 }
@@ -278,6 +280,16 @@ mod tests {
         data
     }
 
+    /// Lists the paths of a tar's entries in archive order, which `entries` does not keep.
+    fn paths_in_order(tar_bytes: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|entry| String::from_utf8(entry.unwrap().path_bytes().into_owned()).unwrap())
+            .collect()
+    }
+
     fn hello() -> ImageSpec {
         crate::image("hello").unwrap()
     }
@@ -356,28 +368,128 @@ mod tests {
         );
     }
 
-    #[test]
-    fn native_image_is_linux_amd64_with_hello_at_the_root() {
-        let Ok(image) = crate::native_hello_image() else {
-            return;
-        };
-        let files = entries(&image_archive(&image).unwrap());
+    /// Checks that a native image is linux/amd64, named `reference`, and runs `entrypoint`,
+    /// which holds `elf` with mode 0755.
+    fn assert_native_image(image: &ImageSpec, reference: &str, entrypoint: &str, elf: &[u8]) {
+        let files = entries(&image_archive(image).unwrap());
         let index: Value = serde_json::from_slice(&files["index.json"].data).unwrap();
         let entry = &index["manifests"][0];
         assert_eq!(
             entry["platform"],
             json!({"architecture": "amd64", "os": "linux"})
         );
+        assert_eq!(entry["annotations"]["io.containerd.image.name"], reference);
+        let manifest: Value = serde_json::from_slice(blob(&files, entry)).unwrap();
+        let config: Value = serde_json::from_slice(blob(&files, &manifest["config"])).unwrap();
+        assert_eq!(config["config"]["Entrypoint"], json!([entrypoint]));
+        let layer = entries(blob(&files, &manifest["layers"][0]));
+        let path = entrypoint.trim_start_matches('/');
+        assert_eq!(layer[path].mode, 0o755);
+        assert_eq!(layer[path].data, elf);
+    }
+
+    #[test]
+    fn native_image_is_linux_amd64_with_hello_at_the_root() {
+        let Ok(image) = crate::native_hello_image() else {
+            return;
+        };
+        assert_native_image(
+            &image,
+            "docker.io/wasmtime-shim-test/native-hello:latest",
+            "/hello",
+            &crate::native_hello_elf(),
+        );
+    }
+
+    #[test]
+    fn native_sleep_image_is_linux_amd64_with_sleep_at_the_root() {
+        let Ok(image) = crate::native_sleep_image() else {
+            return;
+        };
+        assert_native_image(
+            &image,
+            "docker.io/wasmtime-shim-test/native-sleep:latest",
+            "/sleep",
+            &crate::native_sleep_elf(),
+        );
+    }
+
+    #[test]
+    fn bad_image_layer_holds_the_bad_inputs_sorted_by_path() {
+        let files = entries(&image_archive(&crate::bad_image()).unwrap());
+        let index: Value = serde_json::from_slice(&files["index.json"].data).unwrap();
+        let entry = &index["manifests"][0];
+        assert_eq!(
+            entry["platform"],
+            json!({"architecture": "wasm", "os": "wasip1"})
+        );
         assert_eq!(
             entry["annotations"]["io.containerd.image.name"],
-            "docker.io/wasmtime-shim-test/native-hello:latest"
+            "docker.io/wasmtime-shim-test/bad:latest"
         );
         let manifest: Value = serde_json::from_slice(blob(&files, entry)).unwrap();
         let config: Value = serde_json::from_slice(blob(&files, &manifest["config"])).unwrap();
-        assert_eq!(config["config"]["Entrypoint"], json!(["/hello"]));
-        let layer = entries(blob(&files, &manifest["layers"][0]));
-        assert_eq!(layer["hello"].mode, 0o755);
-        assert_eq!(layer["hello"].data, crate::native_hello_elf());
+        assert_eq!(config["config"]["Entrypoint"], json!(["/notwasm.wasm"]));
+
+        let layer_bytes = blob(&files, &manifest["layers"][0]);
+        assert_eq!(
+            paths_in_order(layer_bytes),
+            [
+                "component.wasm",
+                "empty.wasm",
+                "nostart.wasm",
+                "notwasm.wasm",
+                "tmp/"
+            ]
+        );
+        let layer = entries(layer_bytes);
+        let expected: [(&str, &[u8]); 4] = [
+            ("notwasm.wasm", b"this is not a wasm module\n"),
+            ("empty.wasm", b""),
+            ("nostart.wasm", crate::NOSTART_WASM),
+            ("component.wasm", b"\0asm\x0d\x00\x01\x00"),
+        ];
+        for (path, data) in expected {
+            let file = &layer[path];
+            assert_eq!(
+                (file.kind, file.mode, file.uid, file.gid, file.mtime),
+                (EntryType::Regular, 0o755, 0, 0, MTIME),
+                "{path}"
+            );
+            assert_eq!(file.data, data, "{path}");
+        }
+        let tmp = &layer["tmp/"];
+        assert_eq!((tmp.kind, tmp.mode), (EntryType::Directory, 0o1777));
+    }
+
+    #[test]
+    fn tmp_stays_the_last_entry_even_when_the_executable_sorts_after_it() {
+        let trap = crate::image("trap").unwrap();
+        let layer = layer_tar(&trap).unwrap();
+        assert_eq!(paths_in_order(&layer), ["trap.wasm", "tmp/"]);
+    }
+
+    #[test]
+    fn extra_file_order_does_not_change_the_archive() {
+        let bad = crate::bad_image();
+        let mut reversed = bad.clone();
+        reversed.files.reverse();
+        assert_ne!(bad.files, reversed.files);
+        assert_eq!(
+            image_archive(&bad).unwrap(),
+            image_archive(&reversed).unwrap()
+        );
+    }
+
+    #[test]
+    fn layer_paths_must_be_unique() {
+        for clash in ["/hello.wasm", "/tmp"] {
+            let mut image = hello();
+            image.files.push((clash.to_owned(), b"clash".to_vec()));
+            let err = format!("{:#}", image_archive(&image).unwrap_err());
+            assert!(err.contains(&format!("{clash} twice")), "{err}");
+            assert!(err.contains("wasmtime-shim-test/hello:latest"), "{err}");
+        }
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub const FILE_WASM: &[u8] = compiled_module!("file");
 /// It is deliberately missing from [`WASM_MODULES`]: only the `bad` image carries it.
 pub const NOSTART_WASM: &[u8] = compiled_module!("nostart");
 
-/// Every runnable test module with its name, which is also its image's name and its path in the rootfs
-/// (`/<name>.wasm`).
+/// Every runnable test module with its name, which is also its image's name and its path in
+/// the rootfs (`/<name>.wasm`).
 pub const WASM_MODULES: &[(&str, &[u8])] = &[
     ("hello", HELLO_WASM),
     ("exit", EXIT_WASM),

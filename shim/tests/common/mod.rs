@@ -208,14 +208,10 @@ fn containerd_umount(root: &str) -> std::io::Result<()> {
 
 /// What is left of container `id`, described, or nothing.
 pub fn leftovers(dir: &Path, id: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.get(1) == Some(&b"__child".as_slice()) && args.get(2) == Some(&id.as_bytes()) {
-            found.push(format!("process {}", entry.file_name().to_string_lossy()));
-        }
-    }
+    let mut found: Vec<String> = child_pids(id)
+        .iter()
+        .map(|pid| format!("process {pid}"))
+        .collect();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let rootfs = format!(
         "{}/state/io.containerd.runtime.v2.task/{NAMESPACE}/{id}/rootfs",

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# make bench: this shim beside runc, in one run, on a private containerd.
+#
+#   bench.sh SHIM IMAGES_DIR WORK_DIR
+#
+# Prints a table: `ctr run --rm` of a hello (Wasm under this shim, a
+# static native hello under runc), sequential, min / median / p99; and
+# the PSS of shims plus container processes with 1 and with 10 idle
+# containers. BENCH_RUNS sets the number of runs (default 20).
+set -euo pipefail
+
+shim=$(realpath "${1:?usage: bench.sh SHIM IMAGES_DIR WORK_DIR}")
+images=$(realpath "${2:?missing IMAGES_DIR}")
+work=$(realpath -m "${3:?missing WORK_DIR}")
+runs=${BENCH_RUNS:-20}
+here=$(dirname "$0")
+ours=io.containerd.wasmtime.v1
+theirs=io.containerd.runc.v2
+ref=docker.io/wasmtime-shim-test
+
+"$here/containerd.sh" stop "$work" >/dev/null 2>&1 || true
+sock=$("$here/containerd.sh" start "$work" "$(dirname "$shim")")
+ctr=(ctr --address "$sock" --namespace bench)
+
+cleanup() {
+    for id in $("${ctr[@]}" task ls -q 2>/dev/null); do
+        "${ctr[@]}" task kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+    done
+    sleep 0.5
+    for id in $("${ctr[@]}" containers ls -q 2>/dev/null); do
+        "${ctr[@]}" task delete "$id" >/dev/null 2>&1 || true
+        "${ctr[@]}" containers delete "$id" >/dev/null 2>&1 || true
+    done
+    "$here/containerd.sh" stop "$work" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+for image in hello native-hello sleep native-sleep; do
+    "${ctr[@]}" images import --all-platforms "$images/$image.tar" >/dev/null
+done
+
+# Prints min, median and p99 (ms) of the microseconds on stdin.
+stats() {
+    sort -n | awk '{ v[NR] = $1 } END {
+        p99 = int((NR * 99 + 99) / 100); if (p99 > NR) p99 = NR
+        med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%.1f / %.1f / %.1f", v[1] / 1000, med / 1000, v[p99] / 1000 }'
+}
+
+# Times `ctr run --rm` of an image under a runtime, one line per run (µs).
+time_runs() {
+    local runtime=$1 image=$2 tag=$3 i start end
+    # One untimed run warms the page cache and containerd's snapshot.
+    "${ctr[@]}" run --rm --runtime "$runtime" "$image" "warm-$tag" >/dev/null
+    for i in $(seq "$runs"); do
+        start=$(date +%s%N)
+        "${ctr[@]}" run --rm --runtime "$runtime" "$image" "$tag-$i" >/dev/null
+        end=$(date +%s%N)
+        echo $(((end - start) / 1000))
+    done
+}
+
+# PSS in kB of the shims and container processes of the running tasks
+# whose id starts with the prefix.
+pss() {
+    local prefix=$1 pids="" pid total=0 kb
+    for pid in $("${ctr[@]}" task ls | awk -v p="$prefix" '$1 ~ "^"p { print $2 }'); do
+        pids="$pids $pid $(awk '{ print $4 }' "/proc/$pid/stat")"
+    done
+    for pid in $(echo "$pids" | tr ' ' '\n' | sort -u); do
+        kb=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+        total=$((total + kb))
+    done
+    echo "$total"
+}
+
+# Starts idle containers up to `count` and prints their PSS (kB).
+idle() {
+    local runtime=$1 image=$2 prefix=$3 count=$4 i
+    for i in $(seq "$count"); do
+        "${ctr[@]}" task ls -q | grep -qx "$prefix-$i" && continue
+        "${ctr[@]}" run -d --runtime "$runtime" "$image" "$prefix-$i" >/dev/null
+    done
+    sleep 1
+    pss "$prefix-"
+}
+
+stop_all() {
+    local prefix=$1 id
+    for id in $("${ctr[@]}" task ls -q | grep "^$prefix-"); do
+        "${ctr[@]}" task kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+    done
+    sleep 0.5
+    for id in $("${ctr[@]}" containers ls -q | grep "^$prefix-"); do
+        "${ctr[@]}" task delete "$id" >/dev/null 2>&1 || true
+        "${ctr[@]}" containers delete "$id" >/dev/null
+    done
+}
+
+mb() { awk -v kb="$1" -v n="${2:-1}" 'BEGIN { printf "%.1f", kb / 1024 / n }'; }
+
+echo "running benchmarks ($runs runs each) on $(containerd --version | awk '{print $3}'), $(nproc) cores..." >&2
+ours_run=$(time_runs "$ours" "$ref/hello:latest" wasm | stats)
+theirs_run=$(time_runs "$theirs" "$ref/native-hello:latest" native | stats)
+
+ours_1=$(idle "$ours" "$ref/sleep:latest" wasm-idle 1)
+ours_10=$(idle "$ours" "$ref/sleep:latest" wasm-idle 10)
+stop_all wasm-idle
+theirs_1=$(idle "$theirs" "$ref/native-sleep:latest" native-idle 1)
+theirs_10=$(idle "$theirs" "$ref/native-sleep:latest" native-idle 10)
+stop_all native-idle
+
+printf '\n| %-44s | %-22s | %-22s |\n' "measure" "wasmtime shim (Wasm)" "runc (static native)"
+printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..24})" "$(printf -- '-%.0s' {1..24})"
+printf '| %-44s | %-22s | %-22s |\n' "ctr run --rm hello, min / median / p99 (ms)" "$ours_run" "$theirs_run"
+printf '| %-44s | %-22s | %-22s |\n' "PSS, 1 idle container (MB)" "$(mb "$ours_1")" "$(mb "$theirs_1")"
+printf '| %-44s | %-22s | %-22s |\n' "PSS, 10 idle containers (MB)" "$(mb "$ours_10")" "$(mb "$theirs_10")"
+printf '| %-44s | %-22s | %-22s |\n' "PSS per container with 10 running (MB)" "$(mb "$ours_10" 10)" "$(mb "$theirs_10" 10)"
