@@ -210,6 +210,7 @@ fn events_come_in_lifecycle_order() {
             "/tasks/delete"
         ]
     );
+    ctrd.assert_clean("events-1");
 }
 
 #[test]
@@ -360,6 +361,11 @@ fn bad_modules_are_refused_by_name() {
         "bad-missing",
         &["/missing.wasm"],
         &["/missing.wasm", "No such file"],
+    );
+    wait_for(
+        "the shims of refused tasks to exit",
+        Duration::from_secs(10),
+        || common::shim_pids(ctrd.dir()).is_empty(),
     );
 }
 

@@ -259,34 +259,34 @@ impl From<Output> for Run {
     }
 }
 
-/// The shim processes serving containers of this containerd.
-pub fn shim_pids(dir: &Path) -> Vec<i32> {
-    let address = dir.join("containerd.sock");
-    let address = address.to_string_lossy();
+/// The pids of the processes whose command line (NUL-separated) matches.
+fn pids_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse() else {
+            continue;
+        };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains("containerd-shim-wasmtime-v1 -namespace") && text.contains(&*address) {
-            if let Ok(pid) = entry.file_name().to_string_lossy().parse() {
-                pids.push(pid);
-            }
+        if matches(&cmdline) {
+            pids.push(pid);
         }
     }
     pids
 }
 
+/// The shim processes serving containers of this containerd.
+pub fn shim_pids(dir: &Path) -> Vec<i32> {
+    let address = dir.join("containerd.sock").to_string_lossy().into_owned();
+    pids_where(|cmdline| {
+        let text = String::from_utf8_lossy(cmdline).replace('\0', " ");
+        text.contains("containerd-shim-wasmtime-v1 -namespace") && text.contains(&address)
+    })
+}
+
 /// Children (`__child`) of container `id`.
 pub fn child_pids(id: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+    pids_where(|cmdline| {
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.get(1) == Some(&b"__child".as_slice()) && args.get(2) == Some(&id.as_bytes()) {
-            if let Ok(pid) = entry.file_name().to_string_lossy().parse() {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+        args.get(1) == Some(&b"__child".as_slice()) && args.get(2) == Some(&id.as_bytes())
+    })
 }
