@@ -8,6 +8,7 @@
 //! tells the shim it is ready, waits for Start and then runs the module and
 //! exits with the module's status.
 
+pub mod caps;
 pub mod child;
 pub mod error;
 pub mod exit;

@@ -9,6 +9,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::setns;
 use nix::unistd::{Gid, Uid, chdir, pivot_root, setgid, setgroups, sethostname, setuid};
 
+use crate::caps;
 use crate::error::{Error, Result};
 use crate::spec::ChildConfig;
 
@@ -67,7 +68,20 @@ fn enter_rootfs(rootfs: &Path, readonly: bool) -> Result<()> {
     Ok(())
 }
 
+/// Switches to the container's user and capabilities in runc's order.
 fn drop_privileges(config: &ChildConfig) -> Result<()> {
+    caps::drop_bounding(&config.capabilities)?;
+    caps::keep_across_setuid(true)?;
+    switch_user(config)?;
+    caps::keep_across_setuid(false)?;
+    caps::apply(&config.capabilities)?;
+    if config.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(Error::sys("set no_new_privs"))?;
+    }
+    Ok(())
+}
+
+fn switch_user(config: &ChildConfig) -> Result<()> {
     let groups: Vec<Gid> = config
         .additional_gids
         .iter()
@@ -78,9 +92,5 @@ fn drop_privileges(config: &ChildConfig) -> Result<()> {
     setgid(Gid::from_raw(config.gid))
         .map_err(Error::sys(format!("set process.user.gid {}", config.gid)))?;
     setuid(Uid::from_raw(config.uid))
-        .map_err(Error::sys(format!("set process.user.uid {}", config.uid)))?;
-    if config.no_new_privileges {
-        nix::sys::prctl::set_no_new_privs().map_err(Error::sys("set no_new_privs"))?;
-    }
-    Ok(())
+        .map_err(Error::sys(format!("set process.user.uid {}", config.uid)))
 }

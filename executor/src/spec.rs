@@ -29,6 +29,7 @@ pub struct ChildConfig {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub no_new_privileges: bool,
+    pub capabilities: crate::caps::CapSets,
     /// Namespaces to join by path, before the root is switched.
     pub join: Vec<(CloneFlags, PathBuf)>,
 }
@@ -146,6 +147,7 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        capabilities: crate::caps::from_spec(process.capabilities().as_ref())?,
         join,
     })
 }

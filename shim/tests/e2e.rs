@@ -235,7 +235,14 @@ fn one_child_per_container_and_one_shim_each() {
         ctrd.wait_status(id, "RUNNING");
     }
     for id in ids {
-        assert_eq!(common::child_pids(id).len(), 1, "children of {id}");
+        let children = common::child_pids(id);
+        assert_eq!(children.len(), 1, "children of {id}");
+        // ctr's default capabilities, the same set runc would give.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", children[0])).unwrap();
+        for set in ["CapBnd", "CapEff", "CapPrm"] {
+            let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+            assert!(line.ends_with("00000000a80425fb"), "{id}: {line}");
+        }
     }
     assert_eq!(
         common::shim_pids(ctrd.dir()).len(),
