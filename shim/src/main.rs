@@ -11,6 +11,7 @@ mod serve;
 mod service;
 mod start;
 mod stdio;
+mod task_api;
 mod version;
 
 use std::process::ExitCode;

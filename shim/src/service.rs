@@ -7,18 +7,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use async_trait::async_trait;
-use containerd_shim::api::{self, Empty};
+use containerd_shim::Context;
+use containerd_shim::api;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::topics;
-use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim::protos::types::task::{ProcessInfo, Status as ApiStatus};
 use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::{Context, TtrpcResult};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::{Mutex, watch};
@@ -52,7 +49,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Service(Arc<Inner>);
 
-type RpcResult<T> = Result<T, Fail>;
+pub type RpcResult<T> = Result<T, Fail>;
 
 impl Service {
     pub fn new(
@@ -83,7 +80,10 @@ impl Service {
         }
     }
 
-    async fn create_task(&self, req: api::CreateTaskRequest) -> RpcResult<api::CreateTaskResponse> {
+    pub async fn create_task(
+        &self,
+        req: api::CreateTaskRequest,
+    ) -> RpcResult<api::CreateTaskResponse> {
         let id = req.id.clone();
         if self.0.tasks.lock().await.contains_key(&id) {
             return Err(Fail::already_exists(format!("task {id} already exists")));
@@ -176,7 +176,7 @@ impl Service {
         .await;
     }
 
-    async fn start_task(&self, id: &str) -> RpcResult<api::StartResponse> {
+    pub async fn start_task(&self, id: &str) -> RpcResult<api::StartResponse> {
         let mut tasks = self.0.tasks.lock().await;
         let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
         let status = next(id, task.status, Event::Start)?;
@@ -205,7 +205,7 @@ impl Service {
         })
     }
 
-    async fn kill_task(&self, req: &api::KillRequest) -> RpcResult<()> {
+    pub async fn kill_task(&self, req: &api::KillRequest) -> RpcResult<()> {
         let tasks = self.0.tasks.lock().await;
         let task = tasks.get(&req.id).ok_or_else(|| not_found(&req.id))?;
         next(&req.id, task.status, Event::Kill)?;
@@ -226,7 +226,7 @@ impl Service {
         }
     }
 
-    async fn delete_task(&self, id: &str) -> RpcResult<api::DeleteResponse> {
+    pub async fn delete_task(&self, id: &str) -> RpcResult<api::DeleteResponse> {
         let mut stopped = {
             let tasks = self.0.tasks.lock().await;
             let task = tasks.get(id).ok_or_else(|| not_found(id))?;
@@ -276,7 +276,7 @@ impl Service {
         })
     }
 
-    async fn state_of(&self, id: &str) -> RpcResult<api::StateResponse> {
+    pub async fn state_of(&self, id: &str) -> RpcResult<api::StateResponse> {
         let tasks = self.0.tasks.lock().await;
         let task = tasks.get(id).ok_or_else(|| not_found(id))?;
         let (status, exit_status, exited_at) = match task.status {
@@ -298,7 +298,7 @@ impl Service {
         })
     }
 
-    async fn wait_task(&self, id: &str) -> RpcResult<api::WaitResponse> {
+    pub async fn wait_task(&self, id: &str) -> RpcResult<api::WaitResponse> {
         let mut stopped = {
             let tasks = self.0.tasks.lock().await;
             tasks
@@ -319,7 +319,7 @@ impl Service {
         })
     }
 
-    async fn pids_of(&self, id: &str) -> RpcResult<api::PidsResponse> {
+    pub async fn pids_of(&self, id: &str) -> RpcResult<api::PidsResponse> {
         let tasks = self.0.tasks.lock().await;
         let task = tasks.get(id).ok_or_else(|| not_found(id))?;
         let processes = match task.status {
@@ -335,7 +335,25 @@ impl Service {
         })
     }
 
-    async fn close_stdin(&self, req: &api::CloseIORequest) -> RpcResult<()> {
+    /// The pid of task `id`, or 0 when there is no such task.
+    pub async fn task_pid(&self, id: &str) -> u32 {
+        let tasks = self.0.tasks.lock().await;
+        tasks
+            .get(id)
+            .map(|t| t.pid.as_raw() as u32)
+            .unwrap_or_default()
+    }
+
+    /// Ends the shim when it serves no task any more: it serves every
+    /// container of its group and only goes away after the last one.
+    pub async fn shutdown_if_idle(&self) {
+        if self.0.tasks.lock().await.is_empty() {
+            log::info!("shutdown: no tasks left, exiting");
+            self.0.exit.signal();
+        }
+    }
+
+    pub async fn close_stdin(&self, req: &api::CloseIORequest) -> RpcResult<()> {
         let mut tasks = self.0.tasks.lock().await;
         let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
         if req.stdin {
@@ -351,21 +369,7 @@ fn not_found(id: &str) -> Fail {
     Fail::not_found(format!("task {id} not found"))
 }
 
-/// The shim runs one process per container and no exec'd processes.
-fn no_exec(id: &str, exec_id: &str) -> RpcResult<()> {
-    if exec_id.is_empty() {
-        return Ok(());
-    }
-    Err(Fail::not_found(format!(
-        "exec {exec_id} not found in task {id}: the wasmtime shim does not support exec"
-    )))
-}
-
-fn unsupported<T>(what: &str) -> TtrpcResult<T> {
-    Err(Fail::unimplemented(format!("{what} is not supported by the wasmtime shim")).into())
-}
-
-fn timestamp(at: SystemTime) -> Timestamp {
+pub fn timestamp(at: SystemTime) -> Timestamp {
     let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -373,180 +377,5 @@ fn timestamp(at: SystemTime) -> Timestamp {
         seconds: since.as_secs() as i64,
         nanos: since.subsec_nanos() as i32,
         ..Default::default()
-    }
-}
-
-/// Logs a failed RPC at the shim's log and turns it into a ttrpc status.
-fn reply<T>(rpc: &str, result: RpcResult<T>) -> TtrpcResult<T> {
-    result.map_err(|fail| {
-        log::warn!("{rpc}: {fail}");
-        fail.into()
-    })
-}
-
-#[async_trait]
-impl Task for Service {
-    async fn create(
-        &self,
-        _: &TtrpcContext,
-        req: api::CreateTaskRequest,
-    ) -> TtrpcResult<api::CreateTaskResponse> {
-        reply("create", self.create_task(req).await)
-    }
-
-    async fn start(
-        &self,
-        _: &TtrpcContext,
-        req: api::StartRequest,
-    ) -> TtrpcResult<api::StartResponse> {
-        reply(
-            "start",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.start_task(&req.id).await
-            }
-            .await,
-        )
-    }
-
-    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
-        reply(
-            "kill",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.kill_task(&req).await
-            }
-            .await,
-        )?;
-        Ok(Empty::default())
-    }
-
-    async fn delete(
-        &self,
-        _: &TtrpcContext,
-        req: api::DeleteRequest,
-    ) -> TtrpcResult<api::DeleteResponse> {
-        reply(
-            "delete",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.delete_task(&req.id).await
-            }
-            .await,
-        )
-    }
-
-    async fn state(
-        &self,
-        _: &TtrpcContext,
-        req: api::StateRequest,
-    ) -> TtrpcResult<api::StateResponse> {
-        reply(
-            "state",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.state_of(&req.id).await
-            }
-            .await,
-        )
-    }
-
-    async fn wait(
-        &self,
-        _: &TtrpcContext,
-        req: api::WaitRequest,
-    ) -> TtrpcResult<api::WaitResponse> {
-        reply(
-            "wait",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.wait_task(&req.id).await
-            }
-            .await,
-        )
-    }
-
-    async fn pids(
-        &self,
-        _: &TtrpcContext,
-        req: api::PidsRequest,
-    ) -> TtrpcResult<api::PidsResponse> {
-        reply("pids", self.pids_of(&req.id).await)
-    }
-
-    async fn connect(
-        &self,
-        _: &TtrpcContext,
-        req: api::ConnectRequest,
-    ) -> TtrpcResult<api::ConnectResponse> {
-        let tasks = self.0.tasks.lock().await;
-        let task_pid = tasks
-            .get(&req.id)
-            .map(|t| t.pid.as_raw() as u32)
-            .unwrap_or_default();
-        Ok(api::ConnectResponse {
-            shim_pid: std::process::id(),
-            task_pid,
-            version: crate::version::SHIM_VERSION.to_string(),
-            ..Default::default()
-        })
-    }
-
-    async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> TtrpcResult<Empty> {
-        // The shim serves every container of its group: it only goes away
-        // once the last task has been deleted.
-        if self.0.tasks.lock().await.is_empty() {
-            log::info!("shutdown: no tasks left, exiting");
-            self.0.exit.signal();
-        }
-        Ok(Empty::default())
-    }
-
-    async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
-        reply(
-            "close_io",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.close_stdin(&req).await
-            }
-            .await,
-        )?;
-        Ok(Empty::default())
-    }
-
-    async fn exec(&self, _: &TtrpcContext, _: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        unsupported("exec")
-    }
-
-    async fn pause(&self, _: &TtrpcContext, _: api::PauseRequest) -> TtrpcResult<Empty> {
-        unsupported("pause")
-    }
-
-    async fn resume(&self, _: &TtrpcContext, _: api::ResumeRequest) -> TtrpcResult<Empty> {
-        unsupported("resume")
-    }
-
-    async fn checkpoint(
-        &self,
-        _: &TtrpcContext,
-        _: api::CheckpointTaskRequest,
-    ) -> TtrpcResult<Empty> {
-        unsupported("checkpoint")
-    }
-
-    async fn resize_pty(&self, _: &TtrpcContext, _: api::ResizePtyRequest) -> TtrpcResult<Empty> {
-        unsupported("resize_pty (there is no terminal)")
-    }
-
-    async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
-        unsupported("update of resources")
-    }
-
-    async fn stats(
-        &self,
-        _: &TtrpcContext,
-        _: api::StatsRequest,
-    ) -> TtrpcResult<api::StatsResponse> {
-        unsupported("stats")
     }
 }

@@ -1,0 +1,190 @@
+//! The ttrpc glue of the Task API: each RPC checks what the shim does not
+//! support, calls the service and turns its error into a ttrpc status.
+
+use async_trait::async_trait;
+use containerd_shim::TtrpcResult;
+use containerd_shim::api::{self, Empty};
+use containerd_shim::protos::shim_async::Task;
+use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
+
+use crate::errors::Fail;
+use crate::service::{RpcResult, Service};
+
+/// The shim runs one process per container and no exec'd processes.
+fn no_exec(id: &str, exec_id: &str) -> RpcResult<()> {
+    if exec_id.is_empty() {
+        return Ok(());
+    }
+    Err(Fail::not_found(format!(
+        "exec {exec_id} not found in task {id}: the wasmtime shim does not support exec"
+    )))
+}
+
+fn unsupported<T>(what: &str) -> TtrpcResult<T> {
+    Err(Fail::unimplemented(format!("{what} is not supported by the wasmtime shim")).into())
+}
+
+/// Logs a failed RPC at the shim's log and turns it into a ttrpc status.
+fn reply<T>(rpc: &str, result: RpcResult<T>) -> TtrpcResult<T> {
+    result.map_err(|fail| {
+        log::warn!("{rpc}: {fail}");
+        fail.into()
+    })
+}
+
+#[async_trait]
+impl Task for Service {
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        reply("create", self.create_task(req).await)
+    }
+
+    async fn start(
+        &self,
+        _: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        reply(
+            "start",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.start_task(&req.id).await
+            }
+            .await,
+        )
+    }
+
+    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
+        reply(
+            "kill",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.kill_task(&req).await
+            }
+            .await,
+        )?;
+        Ok(Empty::default())
+    }
+
+    async fn delete(
+        &self,
+        _: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        reply(
+            "delete",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.delete_task(&req.id).await
+            }
+            .await,
+        )
+    }
+
+    async fn state(
+        &self,
+        _: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        reply(
+            "state",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.state_of(&req.id).await
+            }
+            .await,
+        )
+    }
+
+    async fn wait(
+        &self,
+        _: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        reply(
+            "wait",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.wait_task(&req.id).await
+            }
+            .await,
+        )
+    }
+
+    async fn pids(
+        &self,
+        _: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        reply("pids", self.pids_of(&req.id).await)
+    }
+
+    async fn connect(
+        &self,
+        _: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: self.task_pid(&req.id).await,
+            version: crate::version::SHIM_VERSION.to_string(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> TtrpcResult<Empty> {
+        self.shutdown_if_idle().await;
+        Ok(Empty::default())
+    }
+
+    async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
+        reply(
+            "close_io",
+            async {
+                no_exec(&req.id, &req.exec_id)?;
+                self.close_stdin(&req).await
+            }
+            .await,
+        )?;
+        Ok(Empty::default())
+    }
+
+    async fn exec(&self, _: &TtrpcContext, _: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        unsupported("exec")
+    }
+
+    async fn pause(&self, _: &TtrpcContext, _: api::PauseRequest) -> TtrpcResult<Empty> {
+        unsupported("pause")
+    }
+
+    async fn resume(&self, _: &TtrpcContext, _: api::ResumeRequest) -> TtrpcResult<Empty> {
+        unsupported("resume")
+    }
+
+    async fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        _: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<Empty> {
+        unsupported("checkpoint")
+    }
+
+    async fn resize_pty(&self, _: &TtrpcContext, _: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+        unsupported("resize_pty (there is no terminal)")
+    }
+
+    async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+        unsupported("update of resources")
+    }
+
+    async fn stats(
+        &self,
+        _: &TtrpcContext,
+        _: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        unsupported("stats")
+    }
+}
