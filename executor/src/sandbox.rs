@@ -15,7 +15,7 @@ use crate::spec::ChildConfig;
 
 pub fn enter(config: &ChildConfig) -> Result<()> {
     join_namespaces(config)?;
-    enter_rootfs(&config.rootfs, config.readonly_root)?;
+    enter_rootfs(&config.rootfs, config.readonly_root, &config.cwd)?;
     if let Some(hostname) = &config.hostname {
         sethostname(hostname).map_err(Error::sys(format!("set hostname {hostname}")))?;
     }
@@ -38,7 +38,7 @@ fn join_namespaces(config: &ChildConfig) -> Result<()> {
 /// Makes `rootfs` the root of the child's mount namespace with
 /// pivot_root, so that the old root is not reachable any more (chroot
 /// alone can be escaped by a process with CAP_SYS_CHROOT).
-fn enter_rootfs(rootfs: &Path, readonly: bool) -> Result<()> {
+fn enter_rootfs(rootfs: &Path, readonly: bool, cwd: &Path) -> Result<()> {
     let none: Option<&str> = None;
     // Nothing the child mounts may propagate back to the host.
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
@@ -61,6 +61,9 @@ fn enter_rootfs(rootfs: &Path, readonly: bool) -> Result<()> {
     pivot_root(".", ".").map_err(Error::sys(format!("pivot_root into {}", rootfs.display())))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(Error::sys("detach the old root"))?;
     chdir("/").map_err(Error::sys("enter the new root"))?;
+    // As runc, a missing working directory is created, as root and before
+    // the root turns read-only; if that fails, the chdir later says why.
+    let _ = std::fs::create_dir_all(cwd);
     if readonly {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
         mount(none, "/", none, flags, none).map_err(Error::sys("make the root read-only"))?;

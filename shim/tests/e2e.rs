@@ -24,6 +24,10 @@ fn hello_prints_and_exits_zero() {
         "{run:?}"
     );
     ctrd.assert_clean("hello-1");
+    // A working directory missing from the image is created, as runc does.
+    let run = ctrd.run_with("hello", "hello-cwd", &["--cwd", "/made/for/it"], &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    ctrd.assert_clean("hello-cwd");
 }
 
 #[test]
