@@ -93,11 +93,7 @@ impl Service {
                 "task {id}: restoring a checkpoint is not supported"
             )));
         }
-        let created = container::create(&req, &self.0.exe, &self.0.reaper)
-            .await
-            .inspect_err(|fail| {
-                log::error!("create task {id}: {fail}");
-            })?;
+        let created = container::create(&req, &self.0.exe, &self.0.reaper).await?;
         let pid = created.pid;
         let (stopped, _) = watch::channel(None);
         let entry = TaskEntry {

@@ -27,7 +27,12 @@ fn unsupported<T>(what: &str) -> TtrpcResult<T> {
 /// Logs a failed RPC at the shim's log and turns it into a ttrpc status.
 fn reply<T>(rpc: &str, result: RpcResult<T>) -> TtrpcResult<T> {
     result.map_err(|fail| {
-        log::warn!("{rpc}: {fail}");
+        // A refused Create is the user's problem to see; the rest is noise
+        // that containerd asks for routinely (Kill of an exited task, …).
+        match rpc {
+            "create" => log::error!("{rpc}: {fail}"),
+            _ => log::warn!("{rpc}: {fail}"),
+        }
         fail.into()
     })
 }
