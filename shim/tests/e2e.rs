@@ -223,20 +223,7 @@ fn one_child_per_container_and_one_shim_each() {
     ctrd.import("sleep");
     let ids = ["ps-1", "ps-2"];
     for id in ids {
-        let out = ctrd.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            common::RUNTIME,
-            &common::image("sleep"),
-            id,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ctrd.wait_status(id, "RUNNING");
+        ctrd.start_detached("sleep", id, &[]);
     }
     for id in ids {
         let children = common::child_pids(id);
@@ -254,15 +241,7 @@ fn one_child_per_container_and_one_shim_each() {
         "one shim per ungrouped container"
     );
     for id in ids {
-        assert!(
-            ctrd.ctr(&["task", "kill", "--signal", "SIGKILL", id])
-                .status
-                .success()
-        );
-        ctrd.wait_status(id, "STOPPED");
-        assert!(ctrd.ctr(&["task", "delete", id]).status.success());
-        assert!(ctrd.ctr(&["container", "delete", id]).status.success());
-        ctrd.assert_clean(id);
+        ctrd.stop_and_remove(id, "SIGKILL");
     }
     wait_for("the shims to exit", Duration::from_secs(10), || {
         common::shim_pids(ctrd.dir()).is_empty()
@@ -274,20 +253,7 @@ fn a_dead_shims_container_is_cleaned_up() {
     let Some(ctrd) = containerd() else { return };
     ctrd.import("loop");
     let id = "orphan-1";
-    let out = ctrd.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        common::RUNTIME,
-        &common::image("loop"),
-        id,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ctrd.wait_status(id, "RUNNING");
+    ctrd.start_detached("loop", id, &[]);
     let shims = common::shim_pids(ctrd.dir());
     assert_eq!(shims.len(), 1);
     nix::sys::signal::kill(
@@ -324,25 +290,11 @@ fn grouped_containers_share_one_shim() {
     ctrd.import("sleep");
     let ids = ["group-1", "group-2"];
     for id in ids {
-        let annotation = "io.containerd.runc.v2.group=pod-a";
-        let image = common::image("sleep");
-        let args = [
-            "run",
-            "-d",
-            "--annotation",
-            annotation,
-            "--runtime",
-            common::RUNTIME,
-            &image,
+        ctrd.start_detached(
+            "sleep",
             id,
-        ];
-        let out = ctrd.ctr(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            &["--annotation", "io.containerd.runc.v2.group=pod-a"],
         );
-        ctrd.wait_status(id, "RUNNING");
     }
     assert_eq!(
         common::shim_pids(ctrd.dir()).len(),
@@ -354,11 +306,7 @@ fn grouped_containers_share_one_shim() {
     }
     // The shim outlives the first deletion: it still serves the second task.
     for (n, id) in ids.iter().enumerate() {
-        assert!(ctrd.ctr(&["task", "kill", id]).status.success());
-        ctrd.wait_status(id, "STOPPED");
-        assert!(ctrd.ctr(&["task", "delete", id]).status.success());
-        assert!(ctrd.ctr(&["container", "delete", id]).status.success());
-        ctrd.assert_clean(id);
+        ctrd.stop_and_remove(id, "SIGTERM");
         if n == 0 {
             assert_eq!(common::shim_pids(ctrd.dir()).len(), 1);
             assert_eq!(ctrd.task_status(ids[1]).as_deref(), Some("RUNNING"));
@@ -367,4 +315,53 @@ fn grouped_containers_share_one_shim() {
     wait_for("the group's shim to exit", Duration::from_secs(10), || {
         common::shim_pids(ctrd.dir()).is_empty()
     });
+}
+
+/// The namespace of `kind` a process is in, as the kernel names it.
+fn namespace(pid: &str, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn namespaces_are_fresh_or_joined_as_the_spec_says() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("sleep");
+    let me = std::process::id().to_string();
+    let fresh = ctrd.start_detached("sleep", "ns-fresh", &[]);
+    for kind in ["mnt", "pid", "ipc", "uts", "net"] {
+        assert_ne!(
+            namespace(&fresh, kind),
+            namespace(&me, kind),
+            "{kind} namespace is not new"
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{fresh}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(
+        nspid.ends_with("\t1"),
+        "the child is PID 1 of its namespace: {nspid}"
+    );
+
+    let with_ns = format!("network:/proc/{me}/ns/net");
+    let joined = ctrd.start_detached("sleep", "ns-joined", &["--with-ns", &with_ns]);
+    assert_eq!(
+        namespace(&joined, "net"),
+        namespace(&me, "net"),
+        "network namespace by path"
+    );
+    assert_ne!(namespace(&joined, "mnt"), namespace(&me, "mnt"));
+
+    let host = ctrd.start_detached("sleep", "ns-host", &["--net-host"]);
+    assert_eq!(
+        namespace(&host, "net"),
+        namespace(&me, "net"),
+        "no network namespace asked"
+    );
+
+    for id in ["ns-fresh", "ns-joined", "ns-host"] {
+        ctrd.stop_and_remove(id, "SIGKILL");
+    }
 }

@@ -168,6 +168,39 @@ impl Containerd {
         );
     }
 
+    /// `ctr run -d` of a test image with extra flags; waits until it runs
+    /// and returns the pid of its one child.
+    pub fn start_detached(&self, name: &str, id: &str, flags: &[&str]) -> String {
+        let image = image(name);
+        let mut args = vec!["run", "-d", "--runtime", RUNTIME];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[&image, id]);
+        let out = self.ctr(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_status(id, "RUNNING");
+        let children = child_pids(id);
+        assert_eq!(children.len(), 1, "children of {id}");
+        children[0].to_string()
+    }
+
+    /// Stops a detached container with `signal`, deletes its task and the
+    /// container, and asserts that nothing of it is left.
+    pub fn stop_and_remove(&self, id: &str, signal: &str) {
+        assert!(
+            self.ctr(&["task", "kill", "--signal", signal, id])
+                .status
+                .success()
+        );
+        self.wait_status(id, "STOPPED");
+        assert!(self.ctr(&["task", "delete", id]).status.success());
+        assert!(self.ctr(&["container", "delete", id]).status.success());
+        self.assert_clean(id);
+    }
+
     /// Asserts that nothing of container `id` is left: no child process,
     /// no mount and no cgroup directory.
     pub fn assert_clean(&self, id: &str) {
