@@ -20,6 +20,11 @@ use nix::unistd::{Pid, pipe2};
 use crate::error::{Error, Result};
 use crate::protocol::{CONTROL_FD, GO_EXEC};
 
+// The raw clone call below passes the flags first and no stack, which is
+// the argument order of x86_64 and aarch64 (s390x, for one, differs).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("spawn.rs: the raw clone(2) call is only written for x86_64 and aarch64");
+
 /// The lowest descriptor the fds handed to the child are moved to, above
 /// every target of the dup2 calls in the child, so none overwrites another.
 const HIGH_FD: RawFd = 10;

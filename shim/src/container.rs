@@ -10,7 +10,7 @@ use containerd_shim::api::CreateTaskRequest;
 use executor::protocol::{self, CHILD_SUBCOMMAND, GO_EXEC, GO_START};
 use executor::spawn::spawn_child;
 use executor::spec;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
@@ -101,12 +101,13 @@ async fn create_with(
             m.type_,
             rootfs.display()
         );
+        // Recorded first: a mount that half succeeds is still undone.
+        resources.rootfs = Some(rootfs.clone());
         containerd_shim::util::mount_rootfs(m, &rootfs)
             .await
             .map_err(|e| {
                 Fail::internal(format!("task {id}: mount rootfs {}: {e}", rootfs.display()))
             })?;
-        resources.rootfs = Some(rootfs.clone());
     }
     let crate::stdio::Opened {
         fds: stdio,
@@ -116,10 +117,11 @@ async fn create_with(
         .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
     if let Some(path) = spec::cgroups_path(spec) {
         let cg = cgroup::locate(&path).map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+        // Recorded first: a hierarchy created before a failure is removed too.
+        resources.cgroup = Some(cg.clone());
         cg.create()
             .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
         log::debug!("task {id}: cgroup {path}");
-        resources.cgroup = Some(cg);
     }
 
     let bundle = resources.bundle.to_string_lossy().into_owned();
@@ -134,19 +136,31 @@ async fn create_with(
     drop(stdio);
     log::debug!("task {id}: child {pid} cloned with {flags:?}");
 
-    match start_child(id, pid, child.status, child.control, &resources.cgroup).await {
-        Ok(control) => {
-            std::fs::write(resources.bundle.join(PID_FILE), pid.to_string())
+    let bundle = &resources.bundle;
+    let ready = start_child(id, pid, child.status, child.control, &resources.cgroup)
+        .await
+        .and_then(|control| {
+            std::fs::write(bundle.join(PID_FILE), pid.to_string())
                 .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e}")))?;
-            Ok((pid, control, stdin_hold, exit))
-        }
+            Ok(control)
+        });
+    match ready {
+        Ok(control) => Ok((pid, control, stdin_hold, exit)),
         Err(fail) => {
             // The child is ours and not started: kill it and wait for the
             // reaper, so that the cgroup can be removed.
-            let _ = kill(pid, Signal::SIGKILL);
+            let _ = reaper.signal(pid, Signal::SIGKILL);
             let code = exit.await.ok();
             log::debug!("task {id}: child {pid} ended with {code:?} after a failed create");
-            Err(fail)
+            match code {
+                // An empty report means the child had already ended (its
+                // status pipe closed): its own status tells why, 128 +
+                // signal when something killed it during Create.
+                Some(code) if fail.message.ends_with("ended before reporting") => Err(
+                    Fail::internal(format!("{} (exit status {code})", fail.message)),
+                ),
+                _ => Err(fail),
+            }
         }
     }
 }
@@ -177,8 +191,9 @@ async fn start_child(
     match protocol::decode(&report) {
         Ok(()) => Ok(control),
         Err(Some(message)) => Err(Fail::invalid(format!("task {id}: {message}"))),
+        // Completed with the child's exit status by the caller.
         Err(None) => Err(Fail::internal(format!(
-            "task {id}: the child {pid} exited before reporting; is the shim binary intact?"
+            "task {id}: the child {pid} ended before reporting"
         ))),
     }
 }
@@ -191,16 +206,25 @@ pub fn start(control: &mut File) -> anyhow::Result<()> {
 }
 
 impl Resources {
-    /// Removes the cgroup and unmounts the rootfs. The child must be gone.
+    /// Removes the cgroup, unmounts the rootfs and the pid file. The child
+    /// must be gone. Every step is tried even when one fails.
     pub fn release(&mut self) -> anyhow::Result<()> {
-        if let Some(cg) = self.cgroup.take() {
-            cg.remove()?;
+        let mut errors = Vec::new();
+        if let Some(cg) = self.cgroup.take()
+            && let Err(e) = cg.remove()
+        {
+            errors.push(format!("{e:#}"));
         }
-        if let Some(rootfs) = self.rootfs.take() {
-            unmount(&rootfs)?;
+        if let Some(rootfs) = self.rootfs.take()
+            && let Err(e) = unmount(&rootfs)
+        {
+            errors.push(format!("{e:#}"));
         }
         let _ = std::fs::remove_file(self.bundle.join(PID_FILE));
-        Ok(())
+        match errors.is_empty() {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!(errors.join("; "))),
+        }
     }
 }
 

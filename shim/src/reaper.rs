@@ -1,21 +1,34 @@
 //! Reaping of the containers' children.
 //!
-//! The shim is a child subreaper and reaps with `waitpid(-1)` on SIGCHLD.
-//! A child can exit before the code that spawned it has recorded its pid,
-//! so spawning happens under the same lock the reaper takes to look up
-//! the waiter: an exit is never seen before its waiter is registered.
+//! The shim is a child subreaper and reaps on SIGCHLD. Two races are
+//! closed here. A child can exit before the code that spawned it has
+//! recorded its pid: spawning happens under the lock the reaper takes to
+//! look up the waiter. And a signal must never reach a recycled pid: the
+//! reaper first looks at an exited child without reaping it (`WNOWAIT`,
+//! the pid stays taken by the zombie), then reaps it and forgets its pid
+//! under the same lock that [`Reaper::signal`] holds while it signals.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use nix::errno::Errno;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
 #[derive(Default)]
 pub struct Reaper {
     waiters: Mutex<HashMap<i32, oneshot::Sender<i32>>>,
+}
+
+/// The exit status the Task API reports: the code, or 128 + signal.
+fn exit_status(status: WaitStatus) -> Option<(Pid, i32)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid, code)),
+        WaitStatus::Signaled(pid, signal, _) => Some((pid, 128 + signal as i32)),
+        _ => None,
+    }
 }
 
 impl Reaper {
@@ -32,32 +45,75 @@ impl Reaper {
         Ok((made, pid, rx))
     }
 
-    /// Reaps every child that has exited and hands each exit status (the
-    /// code, or 128 + signal) to its waiter.
+    /// Sends `signal` to a registered child that has not been reaped yet.
+    /// Returns false when the child is already gone.
+    pub fn signal(&self, pid: Pid, signal: Signal) -> nix::Result<bool> {
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if !waiters.contains_key(&pid.as_raw()) {
+            return Ok(false);
+        }
+        match kill(pid, signal) {
+            Ok(()) => Ok(true),
+            Err(Errno::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reaps every child that has exited and hands each exit status to its
+    /// waiter.
     pub fn reap(&self) {
         loop {
-            let (pid, code) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Ok(_) => continue,
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+            let pid = match waitid(Id::All, flags) {
+                Ok(status) => match exit_status(status) {
+                    Some((pid, _)) => pid,
+                    None => return,
+                },
                 Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => return,
                 Err(e) => {
-                    log::warn!("waitpid: {e}");
+                    log::warn!("waitid: {e}");
                     return;
                 }
             };
-            let waiter = self
-                .waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&pid.as_raw());
-            match waiter {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((pid, code)) = waitpid(pid, None).ok().and_then(exit_status) else {
+                continue;
+            };
+            match waiters.remove(&pid.as_raw()) {
                 Some(tx) => {
                     let _ = tx.send(code);
                 }
                 None => log::debug!("reaped pid {pid} (exit status {code}), not a container"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_the_status_and_never_signals_a_reaped_pid() {
+        let reaper = Reaper::default();
+        let (child, pid, mut exit) = reaper
+            .spawn(|| {
+                let child = std::process::Command::new("sleep").arg("30").spawn()?;
+                Ok((Pid::from_raw(child.id() as i32), child))
+            })
+            .unwrap();
+        assert!(reaper.signal(pid, Signal::SIGKILL).unwrap());
+        let code = loop {
+            reaper.reap();
+            match exit.try_recv() {
+                Ok(code) => break code,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        };
+        assert_eq!(code, 137);
+        // The pid is free now and may belong to anyone: it is not signalled.
+        assert!(!reaper.signal(pid, Signal::SIGKILL).unwrap());
+        drop(child);
     }
 }

@@ -1,7 +1,7 @@
 //! The Task API: containerd's RPCs mapped onto the lifecycle state
 //! machine and the containers' operating-system resources.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::types::task::{ProcessInfo, Status as ApiStatus};
 use containerd_shim::publisher::RemotePublisher;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::{Mutex, watch};
 
@@ -38,6 +38,8 @@ struct TaskEntry {
 
 struct Inner {
     tasks: Mutex<HashMap<String, TaskEntry>>,
+    /// Ids whose Create is under way: they are taken, and the shim is not idle.
+    creating: std::sync::Mutex<HashSet<String>>,
     reaper: Arc<Reaper>,
     publisher: RemotePublisher,
     namespace: String,
@@ -61,12 +63,17 @@ impl Service {
     ) -> Self {
         Service(Arc::new(Inner {
             tasks: Mutex::new(HashMap::new()),
+            creating: std::sync::Mutex::new(HashSet::new()),
             reaper,
             publisher,
             namespace,
             exe,
             exit,
         }))
+    }
+
+    fn creating(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.creating.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
@@ -85,15 +92,25 @@ impl Service {
         req: api::CreateTaskRequest,
     ) -> RpcResult<api::CreateTaskResponse> {
         let id = req.id.clone();
-        if self.0.tasks.lock().await.contains_key(&id) {
-            return Err(Fail::already_exists(format!("task {id} already exists")));
-        }
         if !req.checkpoint.is_empty() {
             return Err(Fail::unimplemented(format!(
                 "task {id}: restoring a checkpoint is not supported"
             )));
         }
-        let created = container::create(&req, &self.0.exe, &self.0.reaper).await?;
+        {
+            let tasks = self.0.tasks.lock().await;
+            if tasks.contains_key(&id) || !self.creating().insert(id.clone()) {
+                return Err(Fail::already_exists(format!("task {id} already exists")));
+            }
+        }
+        let created = container::create(&req, &self.0.exe, &self.0.reaper).await;
+        let created = match created {
+            Ok(created) => created,
+            Err(fail) => {
+                self.creating().remove(&id);
+                return Err(fail);
+            }
+        };
         let pid = created.pid;
         let (stopped, _) = watch::channel(None);
         let entry = TaskEntry {
@@ -108,7 +125,19 @@ impl Service {
         };
         let mut tasks = self.0.tasks.lock().await;
         tasks.insert(id.clone(), entry);
+        self.creating().remove(&id);
         log::info!("task {id}: created, pid {pid}");
+        // The exit is handled under the table's lock, so after the create
+        // event below; the watcher exists before any await can be cut short.
+        let service = self.clone();
+        let id_exit = id.clone();
+        let exit = created.exit;
+        tokio::spawn(async move {
+            // A dropped sender means the reaper lost the child: report it
+            // as killed rather than leave Wait hanging.
+            let code = exit.await.unwrap_or(128 + libc::SIGKILL);
+            service.on_exit(&id_exit, code as u32).await;
+        });
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
             Box::new(TaskCreate {
@@ -129,14 +158,6 @@ impl Service {
         )
         .await;
         drop(tasks);
-        let service = self.clone();
-        let exit = created.exit;
-        tokio::spawn(async move {
-            // A dropped sender means the reaper lost the child: report it
-            // as killed rather than leave Wait hanging.
-            let code = exit.await.unwrap_or(128 + libc::SIGKILL);
-            service.on_exit(&id, code as u32).await;
-        });
         Ok(api::CreateTaskResponse {
             pid: pid.as_raw() as u32,
             ..Default::default()
@@ -209,9 +230,9 @@ impl Service {
             Fail::invalid(format!("task {}: unknown signal {}", req.id, req.signal))
         })?;
         log::info!("task {}: sending {signal}", req.id);
-        match kill(task.pid, signal) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::ESRCH) => Err(Fail::not_found(format!(
+        match self.0.reaper.signal(task.pid, signal) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Fail::not_found(format!(
                 "task {}: process already finished",
                 req.id
             ))),
@@ -232,25 +253,33 @@ impl Service {
                 }
                 // A child that was never started holds no work: end it.
                 Status::Created => {
-                    let _ = kill(task.pid, Signal::SIGKILL);
+                    let _ = self.0.reaper.signal(task.pid, Signal::SIGKILL);
                 }
                 Status::Stopped { .. } => {}
             }
             task.stopped.subscribe()
         };
         let _ = stopped.wait_for(Option::is_some).await;
-        let mut tasks = self.0.tasks.lock().await;
-        let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-        let Status::Stopped { code, at } = next(id, task.status, Event::Delete)? else {
-            return Err(Fail::internal(format!(
-                "task {id}: not stopped after its exit"
-            )));
+        let (task, code, at) = {
+            let mut tasks = self.0.tasks.lock().await;
+            let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+            let Status::Stopped { code, at } = next(id, task.status, Event::Delete)? else {
+                return Err(Fail::internal(format!(
+                    "task {id}: not stopped after its exit"
+                )));
+            };
+            (tasks.remove(id).ok_or_else(|| not_found(id))?, code, at)
         };
-        let mut task = tasks.remove(id).ok_or_else(|| not_found(id))?;
-        if let Err(e) = task.resources.release() {
-            log::error!("task {id}: {e:#}");
-        }
         let pid = task.pid.as_raw() as u32;
+        // Removing cgroups may wait for the kernel: off the runtime and
+        // without the table's lock, so other tasks' RPCs go on meanwhile.
+        let mut resources = task.resources;
+        let released = tokio::task::spawn_blocking(move || resources.release()).await;
+        match released {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("task {id}: {e:#}"),
+            Err(e) => log::error!("task {id}: release: {e}"),
+        }
         log::info!("task {id}: deleted");
         self.publish(
             topics::TASK_DELETE_EVENT_TOPIC,
@@ -343,7 +372,8 @@ impl Service {
     /// Ends the shim when it serves no task any more: it serves every
     /// container of its group and only goes away after the last one.
     pub async fn shutdown_if_idle(&self) {
-        if self.0.tasks.lock().await.is_empty() {
+        let tasks = self.0.tasks.lock().await;
+        if tasks.is_empty() && self.creating().is_empty() {
             log::info!("shutdown: no tasks left, exiting");
             self.0.exit.signal();
         }

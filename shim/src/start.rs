@@ -17,6 +17,7 @@ use containerd_shim::Flags;
 use containerd_shim::bootstrap::{BootstrapParams, BootstrapResult};
 use containerd_shim::protos::TASK_API_VERSION;
 use containerd_shim::protos::protobuf::Message;
+use nix::fcntl::{Flock, FlockArg};
 
 /// What containerd told the `start` action.
 struct Params {
@@ -70,6 +71,15 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
         ),
         None => containerd_shim::socket_address(&params.grpc_address, &flags.namespace, &group),
     };
+    // Two containers of one group may start at once: only one of them may
+    // launch the group's shim. The socket directory's lock serializes the
+    // check and the launch, and leaves no file behind.
+    let socket = Path::new(address.trim_start_matches("unix://"));
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let dir_file = std::fs::File::open(dir).with_context(|| format!("open {}", dir.display()))?;
+    let _lock = Flock::lock(dir_file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("lock {}: {e}", dir.display()))?;
     if !answers(&address) {
         launch_server(flags, &params, &bundle, &address)?;
     }

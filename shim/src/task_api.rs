@@ -37,6 +37,17 @@ fn reply<T>(rpc: &str, result: RpcResult<T>) -> TtrpcResult<T> {
     })
 }
 
+/// Runs an RPC body as its own task. ttrpc drops the handler's future when
+/// the client's deadline passes; Create and Delete must not stop half way,
+/// or they would leave mounts and cgroups without an owner.
+async fn uncancelled<T: Send + 'static>(
+    body: impl Future<Output = RpcResult<T>> + Send + 'static,
+) -> RpcResult<T> {
+    tokio::spawn(body)
+        .await
+        .unwrap_or_else(|e| Err(Fail::internal(format!("rpc task failed: {e}"))))
+}
+
 #[async_trait]
 impl Task for Service {
     async fn create(
@@ -44,7 +55,11 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        reply("create", self.create_task(req).await)
+        let service = self.clone();
+        reply(
+            "create",
+            uncancelled(async move { service.create_task(req).await }).await,
+        )
     }
 
     async fn start(
@@ -79,14 +94,12 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        reply(
-            "delete",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.delete_task(&req.id).await
-            }
-            .await,
-        )
+        let service = self.clone();
+        let delete = async move {
+            no_exec(&req.id, &req.exec_id)?;
+            service.delete_task(&req.id).await
+        };
+        reply("delete", uncancelled(delete).await)
     }
 
     async fn state(

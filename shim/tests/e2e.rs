@@ -289,13 +289,14 @@ fn grouped_containers_share_one_shim() {
     let Some(ctrd) = containerd() else { return };
     ctrd.import("sleep");
     let ids = ["group-1", "group-2"];
-    for id in ids {
-        ctrd.start_detached(
-            "sleep",
-            id,
-            &["--annotation", "io.containerd.runc.v2.group=pod-a"],
-        );
-    }
+    // Both at once: only one of the two `start` actions may launch a shim.
+    std::thread::scope(|scope| {
+        for id in ids {
+            let ctrd = &ctrd;
+            let group = ["--annotation", "io.containerd.runc.v2.group=pod-a"];
+            scope.spawn(move || ctrd.start_detached("sleep", id, &group));
+        }
+    });
     assert_eq!(
         common::shim_pids(ctrd.dir()).len(),
         1,
