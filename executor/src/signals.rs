@@ -30,7 +30,8 @@ const GRACE: Duration = Duration::from_millis(100);
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
 
-fn set() -> SigSet {
+/// The signals the child turns into an exit; blocked from before its exec.
+pub fn set() -> SigSet {
     let mut set = SigSet::empty();
     for signal in TERMINATING {
         set.add(signal);

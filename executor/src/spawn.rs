@@ -76,6 +76,11 @@ pub fn spawn_child(
     let mut argv: Vec<*const c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let envp: [*const c_char; 1] = [std::ptr::null()];
+    // Blocked in the child before it execs (the mask survives execve), so
+    // a SIGTERM sent while the new program starts stays pending until the
+    // child's signal thread takes it, instead of being dropped: the kernel
+    // discards signals to a PID 1 that has no handler.
+    let blocked = crate::signals::set();
 
     let clone_flags = (flags.bits() | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: a clone without CLONE_VM and without a new stack behaves like
@@ -86,7 +91,15 @@ pub fn spawn_child(
         unsafe { libc::syscall(libc::SYS_clone, clone_flags, 0usize, 0usize, 0usize, 0usize) };
     if ret == 0 {
         // SAFETY: we are the freshly cloned child; see after_clone.
-        unsafe { after_clone(&fds, exe_c.as_ptr(), argv.as_ptr(), envp.as_ptr()) }
+        unsafe {
+            after_clone(
+                &fds,
+                blocked.as_ref(),
+                exe_c.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+            )
+        }
     }
     if ret < 0 {
         return Err(Error::Io {
@@ -109,10 +122,13 @@ pub fn spawn_child(
 /// `exe`, `argv` and `envp` valid for the whole call.
 unsafe fn after_clone(
     fds: &[RawFd; 5],
+    blocked: &libc::sigset_t,
     exe: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> ! {
+    // SAFETY: sigprocmask on a sigset prepared before clone; async-signal-safe.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, blocked, std::ptr::null_mut()) };
     let control = fds[CONTROL_FD as usize];
     let mut byte = 0u8;
     loop {

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use containerd_shim::api::CreateTaskRequest;
@@ -21,6 +22,10 @@ use crate::reaper::Reaper;
 /// The file in the bundle that records the child's pid, so that the
 /// `delete` action can find a child whose shim died.
 pub const PID_FILE: &str = "init.pid";
+
+/// How long a child may take to build its sandbox and compile its module.
+/// Generous: cranelift needs tens of seconds for a module of tens of MB.
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What exists of a created container besides its child.
 #[derive(Debug)]
@@ -180,14 +185,21 @@ async fn start_child(
     control
         .write_all(&[GO_EXEC])
         .map_err(|e| Fail::internal(format!("task {id}: release child {pid}: {e}")))?;
-    let report = tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
         let mut status = status;
         let mut report = Vec::new();
         status.read_to_end(&mut report).map(|_| report)
-    })
-    .await
-    .map_err(|e| Fail::internal(format!("task {id}: {e}")))?
-    .map_err(|e| Fail::internal(format!("task {id}: read the child's report: {e}")))?;
+    });
+    // The caller kills a child that overstays, which ends the read.
+    let report = tokio::time::timeout(PREPARE_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            Fail::internal(format!(
+                "task {id}: the child {pid} did not get ready within {PREPARE_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| Fail::internal(format!("task {id}: {e}")))?
+        .map_err(|e| Fail::internal(format!("task {id}: read the child's report: {e}")))?;
     match protocol::decode(&report) {
         Ok(()) => Ok(control),
         Err(Some(message)) => Err(Fail::invalid(format!("task {id}: {message}"))),
