@@ -37,6 +37,21 @@ fn reply<T>(rpc: &str, result: RpcResult<T>) -> TtrpcResult<T> {
     })
 }
 
+/// An RPC on the task's one process: an exec id is refused, then `body`
+/// runs and its failure is logged and mapped.
+async fn on_process<T>(
+    rpc: &str,
+    id: &str,
+    exec_id: &str,
+    body: impl Future<Output = RpcResult<T>>,
+) -> TtrpcResult<T> {
+    let result = match no_exec(id, exec_id) {
+        Ok(()) => body.await,
+        Err(fail) => Err(fail),
+    };
+    reply(rpc, result)
+}
+
 /// Runs an RPC body as its own task. ttrpc drops the handler's future when
 /// the client's deadline passes; Create and Delete must not stop half way,
 /// or they would leave mounts and cgroups without an owner.
@@ -67,25 +82,11 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        reply(
-            "start",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.start_task(&req.id).await
-            }
-            .await,
-        )
+        on_process("start", &req.id, &req.exec_id, self.start_task(&req.id)).await
     }
 
     async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
-        reply(
-            "kill",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.kill_task(&req).await
-            }
-            .await,
-        )?;
+        on_process("kill", &req.id, &req.exec_id, self.kill_task(&req)).await?;
         Ok(Empty::default())
     }
 
@@ -94,12 +95,9 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        let service = self.clone();
-        let delete = async move {
-            no_exec(&req.id, &req.exec_id)?;
-            service.delete_task(&req.id).await
-        };
-        reply("delete", uncancelled(delete).await)
+        let (service, id) = (self.clone(), req.id.clone());
+        let delete = uncancelled(async move { service.delete_task(&id).await });
+        on_process("delete", &req.id, &req.exec_id, delete).await
     }
 
     async fn state(
@@ -107,14 +105,7 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        reply(
-            "state",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.state_of(&req.id).await
-            }
-            .await,
-        )
+        on_process("state", &req.id, &req.exec_id, self.state_of(&req.id)).await
     }
 
     async fn wait(
@@ -122,14 +113,7 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
-        reply(
-            "wait",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.wait_task(&req.id).await
-            }
-            .await,
-        )
+        on_process("wait", &req.id, &req.exec_id, self.wait_task(&req.id)).await
     }
 
     async fn pids(
@@ -159,14 +143,7 @@ impl Task for Service {
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
-        reply(
-            "close_io",
-            async {
-                no_exec(&req.id, &req.exec_id)?;
-                self.close_stdin(&req).await
-            }
-            .await,
-        )?;
+        on_process("close_io", &req.id, &req.exec_id, self.close_stdin(&req)).await?;
         Ok(Empty::default())
     }
 
