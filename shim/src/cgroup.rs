@@ -3,6 +3,7 @@
 //! when the task is deleted.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -17,13 +18,23 @@ pub struct Cgroup {
 
 /// The cgroup for `path` (not created yet).
 pub fn locate(path: &str) -> anyhow::Result<Cgroup> {
-    let mountinfo = std::fs::read_to_string(MOUNTINFO).context("read /proc/self/mountinfo")?;
     let relative = relative_path(path)?;
-    let dirs = hierarchies(&mountinfo)
-        .into_iter()
+    let dirs = mounted_hierarchies()?
+        .iter()
         .map(|root| root.join(&relative))
         .collect();
     Ok(Cgroup { dirs })
+}
+
+/// The host's cgroup hierarchies, read once per shim process rather than
+/// at every Create: they are mounted at boot and do not move.
+fn mounted_hierarchies() -> anyhow::Result<&'static [PathBuf]> {
+    static HIERARCHIES: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    if let Some(found) = HIERARCHIES.get() {
+        return Ok(found);
+    }
+    let mountinfo = std::fs::read_to_string(MOUNTINFO).context("read /proc/self/mountinfo")?;
+    Ok(HIERARCHIES.get_or_init(|| hierarchies(&mountinfo)))
 }
 
 impl Cgroup {
