@@ -7,12 +7,12 @@ use anyhow::Context;
 use containerd_shim::DeleteResponse;
 use containerd_shim::Flags;
 use containerd_shim::protos::protobuf::Message;
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use executor::protocol::CHILD_SUBCOMMAND;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::container::{PID_FILE, unmount};
+use crate::service::timestamp;
 
 pub fn run(flags: &Flags) -> anyhow::Result<()> {
     let bundle = if flags.bundle.is_empty() {
@@ -29,25 +29,28 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         wait_gone(pid, Duration::from_secs(5));
     }
-    unmount(&bundle.join("rootfs"))?;
+    // Every step is tried, and any failure then fails the action, which is
+    // how containerd learns of it (it logs the action's stderr).
+    let mut failures = Vec::new();
+    if let Err(e) = unmount(&bundle.join("rootfs")) {
+        failures.push(format!("{e:#}"));
+    }
     if let Ok(spec) = executor::spec::load(&bundle)
         && let Some(path) = executor::spec::cgroups_path(&spec)
+        && let Err(e) = crate::cgroup::locate(&path).and_then(|cg| cg.remove())
     {
-        crate::cgroup::locate(&path)?.remove()?;
+        failures.push(format!("{e:#}"));
     }
     let _ = std::fs::remove_file(bundle.join(PID_FILE));
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    if !failures.is_empty() {
+        anyhow::bail!("clean up task {}: {}", flags.id, failures.join("; "));
+    }
+    // The shim that knew the real status is gone and the child was killed
+    // here (or earlier): report it as killed, as containerd's runc shim does.
     let response = DeleteResponse {
         pid: pid.unwrap_or_default() as u32,
         exit_status: 128 + libc::SIGKILL as u32,
-        exited_at: Some(Timestamp {
-            seconds: since.as_secs() as i64,
-            nanos: since.subsec_nanos() as i32,
-            ..Default::default()
-        })
-        .into(),
+        exited_at: Some(timestamp(SystemTime::now())).into(),
         ..Default::default()
     };
     std::io::Write::write_all(&mut std::io::stdout(), &response.write_to_bytes()?)?;
