@@ -66,15 +66,24 @@ pub struct StdinHold {
     _stop_watch: OwnedFd,
 }
 
-/// Watches the fifo for a writer's close with inotify and then lets the
-/// shim's writer go, so that the child sees end-of-file as it would under
-/// runc. A small thread waits on the inotify descriptor and on a pipe
-/// that the hold closes when it is dropped.
-fn hold(path: &Path, writer: File) -> anyhow::Result<StdinHold> {
+/// Starts watching a stdin fifo for a writer's close. It must be called
+/// before the shim opens the fifo's read end: a client's open for writing
+/// only completes once a reader exists, so no client can write and close
+/// before the watch is in place (a client with little input does so
+/// within microseconds of its open).
+fn watch_closes(path: &Path) -> anyhow::Result<Inotify> {
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC).context("create an inotify instance")?;
     inotify
         .add_watch(path, AddWatchFlags::IN_CLOSE_WRITE)
         .with_context(|| format!("watch stdin fifo {}", path.display()))?;
+    Ok(inotify)
+}
+
+/// Waits for a writer's close on `inotify` and then lets the shim's
+/// writer go, so that the child sees end-of-file as it would under runc.
+/// A small thread waits on the inotify descriptor and on a pipe that the
+/// hold closes when it is dropped.
+fn hold(inotify: Inotify, writer: File) -> anyhow::Result<StdinHold> {
     let (stop_r, stop_w) = pipe2(OFlag::O_CLOEXEC).context("create a pipe")?;
     let writer = Arc::new(Mutex::new(Some(writer)));
     let held = Arc::downgrade(&writer);
@@ -109,7 +118,7 @@ fn hold(path: &Path, writer: File) -> anyhow::Result<StdinHold> {
 /// Opens stdin, stdout and stderr for the child.
 pub async fn open(stdin: &str, stdout: &str, stderr: &str) -> anyhow::Result<Opened> {
     let (stdin, stdin_hold) = match open_stdin(stdin)? {
-        (fd, Some((path, writer))) => (fd, Some(hold(&path, writer)?)),
+        (fd, Some((inotify, writer))) => (fd, Some(hold(inotify, writer)?)),
         (fd, None) => (fd, None),
     };
     let stdout = open_one(stdout, Direction::Out).await?;
@@ -123,13 +132,14 @@ pub async fn open(stdin: &str, stdout: &str, stderr: &str) -> anyhow::Result<Ope
 /// A stdin fifo is opened at once, without waiting for the client: the
 /// client may never open its end (ctr closes it unopened when its own
 /// stdin is empty) and then relies on CloseIO to end the child's input.
-fn open_stdin(uri: &str) -> anyhow::Result<(OwnedFd, Option<(PathBuf, File)>)> {
+fn open_stdin(uri: &str) -> anyhow::Result<(OwnedFd, Option<(Inotify, File)>)> {
     let Target::Path(path) = parse(uri)? else {
         return Ok((open_null()?, None));
     };
     if !is_fifo(&path) {
         return Ok((open_file(&path, Direction::In)?.into(), None));
     }
+    let inotify = watch_closes(&path)?;
     let context = || format!("open stdin fifo {}", path.display());
     let reader = OpenOptions::new()
         .read(true)
@@ -148,7 +158,7 @@ fn open_stdin(uri: &str) -> anyhow::Result<(OwnedFd, Option<(PathBuf, File)>)> {
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
     )
     .with_context(context)?;
-    Ok((reader.into(), Some((path, writer))))
+    Ok((reader.into(), Some((inotify, writer))))
 }
 
 fn open_null() -> anyhow::Result<OwnedFd> {
@@ -283,13 +293,43 @@ mod tests {
             let mut got = String::new();
             std::io::Read::read_to_string(&mut File::from(reader), &mut got).map(|_| got)
         });
-        let got = tokio::time::timeout(Duration::from_secs(10), got)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, "abc");
+        let got = tokio::time::timeout(Duration::from_secs(10), got).await;
+        // Letting go unblocks the reader when the test is about to fail.
         drop(opened.stdin_hold);
+        let got = got.expect("no end-of-file after the close");
+        assert_eq!(got.unwrap().unwrap(), "abc");
+    }
+
+    /// As ctr does with little input: the client waits in its open for
+    /// writing, and writes and closes the moment the shim opens the read
+    /// end. Its close must still let the shim's writer go.
+    #[tokio::test]
+    async fn hold_sees_a_client_that_closes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("in");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for round in 0..50 {
+            let client = std::thread::spawn({
+                let fifo = fifo.clone();
+                move || {
+                    let mut client = OpenOptions::new().write(true).open(&fifo).unwrap();
+                    std::io::Write::write_all(&mut client, b"abc").unwrap();
+                }
+            });
+            let opened = open(fifo.to_str().unwrap(), "", "").await.unwrap();
+            client.join().unwrap();
+            let [reader, _, _] = opened.fds;
+            let got = tokio::task::spawn_blocking(move || {
+                let mut got = String::new();
+                std::io::Read::read_to_string(&mut File::from(reader), &mut got).map(|_| got)
+            });
+            let got = tokio::time::timeout(Duration::from_secs(10), got).await;
+            // Letting go unblocks the reader when the test is about to fail.
+            drop(opened.stdin_hold);
+            let got =
+                got.unwrap_or_else(|_| panic!("round {round}: no end-of-file after the close"));
+            assert_eq!(got.unwrap().unwrap(), "abc");
+        }
     }
 
     #[tokio::test]

@@ -152,7 +152,7 @@ fn stdin_is_copied_to_stdout() {
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
-    let out = ctr.wait_with_output().unwrap();
+    let out = ctrd.finish(ctr, HANG, "ctr run of cat after its input ended");
     assert_eq!(
         out.status.code(),
         Some(0),

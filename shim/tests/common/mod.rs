@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub const RUNTIME: &str = "io.containerd.wasmtime.v1";
 pub const NAMESPACE: &str = "e2e";
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmtime-v1");
+/// Far beyond what any ctr call of these tests takes; only a hang hits it.
+const CTR_LIMIT: Duration = Duration::from_secs(120);
 
 pub struct Containerd {
     dir: tempfile::TempDir,
@@ -109,8 +111,29 @@ impl Containerd {
         command
     }
 
+    /// Runs ctr to its end; a ctr that hangs fails the test instead of
+    /// holding up the whole suite.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_command(args).output().expect("run ctr")
+        let child = self
+            .ctr_command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ctr");
+        self.finish(child, CTR_LIMIT, &format!("ctr {}", args.join(" ")))
+    }
+
+    /// Waits for `child` (a ctr) and collects its output; fails the test
+    /// with containerd's and the shims' log if it has not ended in `limit`.
+    pub fn finish(&self, child: Child, limit: Duration, what: &str) -> Output {
+        let (out, late) = output_within(child, limit);
+        assert!(
+            !late,
+            "{what} did not end within {limit:?}\nstderr: {}\ncontainerd log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out
     }
 
     pub fn import(&self, name: &str) {
@@ -264,6 +287,23 @@ pub fn leftovers(dir: &Path, id: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Waits for `child` and collects its output; kills it if it has not
+/// ended within `limit` and says so with `true`.
+fn output_within(child: Child, limit: Duration) -> (Output, bool) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let late = finished.recv_timeout(limit).is_err();
+        if late {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        late
+    });
+    let out = child.wait_with_output().expect("wait for a child");
+    let _ = done.send(());
+    (out, watchdog.join().expect("watchdog"))
 }
 
 pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
