@@ -50,7 +50,8 @@ stop)
         rm -f "$dir/containerd.pid"
     fi
     # Unmount whatever is left below the folder, deepest first.
-    grep -F " $dir/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do
+    # (grep finds nothing after a clean stop; that is not a failure.)
+    { grep -F " $dir/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null || true
     done
     ;;
