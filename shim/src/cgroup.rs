@@ -14,22 +14,36 @@ const MOUNTINFO: &str = "/proc/self/mountinfo";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
     pub dirs: Vec<PathBuf>,
+    /// Made in v1 hierarchies (else in the unified v2 one).
+    v1: bool,
+}
+
+/// The hierarchies the shim makes cgroups in.
+#[derive(Debug, PartialEq, Eq)]
+struct Hierarchies {
+    roots: Vec<PathBuf>,
+    v1: bool,
 }
 
 /// The cgroup for `path` (not created yet).
 pub fn locate(path: &str) -> anyhow::Result<Cgroup> {
     let relative = relative_path(path)?;
-    let dirs = mounted_hierarchies()?
+    let hierarchies = mounted_hierarchies()?;
+    let dirs = hierarchies
+        .roots
         .iter()
         .map(|root| root.join(&relative))
         .collect();
-    Ok(Cgroup { dirs })
+    Ok(Cgroup {
+        dirs,
+        v1: hierarchies.v1,
+    })
 }
 
 /// The host's cgroup hierarchies, read once per shim process rather than
 /// at every Create: they are mounted at boot and do not move.
-fn mounted_hierarchies() -> anyhow::Result<&'static [PathBuf]> {
-    static HIERARCHIES: OnceLock<Vec<PathBuf>> = OnceLock::new();
+fn mounted_hierarchies() -> anyhow::Result<&'static Hierarchies> {
+    static HIERARCHIES: OnceLock<Hierarchies> = OnceLock::new();
     if let Some(found) = HIERARCHIES.get() {
         return Ok(found);
     }
@@ -42,7 +56,10 @@ impl Cgroup {
         for dir in &self.dirs {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("create cgroup {}", dir.display()))?;
-            inherit_cpuset(dir)?;
+            // In v2 an empty cpuset.cpus means "as the parent": nothing to do.
+            if self.v1 {
+                inherit_cpuset(dir)?;
+            }
         }
         Ok(())
     }
@@ -108,7 +125,7 @@ fn inherit_cpuset(dir: &Path) -> anyhow::Result<()> {
 
 /// The mount points of the hierarchies to use: the unified one alone on a
 /// pure v2 host, else every v1 hierarchy (named ones included, as runc).
-fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
+fn hierarchies(mountinfo: &str) -> Hierarchies {
     let mut v1 = Vec::new();
     let mut v2 = Vec::new();
     for line in mountinfo.lines() {
@@ -124,7 +141,16 @@ fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
             _ => {}
         }
     }
-    if v1.is_empty() { v2 } else { v1 }
+    match v1.is_empty() {
+        true => Hierarchies {
+            roots: v2,
+            v1: false,
+        },
+        false => Hierarchies {
+            roots: v1,
+            v1: true,
+        },
+    }
 }
 
 /// The cgroup path relative to a hierarchy's root. A systemd-style path
@@ -183,12 +209,61 @@ mod tests {
     fn picks_v1_hierarchies_or_the_unified_one() {
         assert_eq!(
             hierarchies(HYBRID),
-            [
-                PathBuf::from("/sys/fs/cgroup/memory"),
-                PathBuf::from("/sys/fs/cgroup/pids")
-            ]
+            Hierarchies {
+                roots: vec![
+                    PathBuf::from("/sys/fs/cgroup/memory"),
+                    PathBuf::from("/sys/fs/cgroup/pids")
+                ],
+                v1: true
+            }
         );
-        assert_eq!(hierarchies(UNIFIED), [PathBuf::from("/sys/fs/cgroup")]);
+        assert_eq!(
+            hierarchies(UNIFIED),
+            Hierarchies {
+                roots: vec![PathBuf::from("/sys/fs/cgroup")],
+                v1: false
+            }
+        );
+    }
+
+    /// In v2 an empty cpuset.cpus is normal (the parent's set applies) and
+    /// the root has none at all: nothing is copied and nothing fails. In
+    /// v1 the empty levels are filled from the nearest non-empty parent.
+    #[test]
+    fn fills_empty_cpusets_in_v1_only() {
+        let root = tempfile::tempdir().unwrap();
+        let ns = root.path().join("default");
+        std::fs::create_dir(&ns).unwrap();
+        std::fs::write(ns.join("cpuset.cpus"), "").unwrap();
+        std::fs::write(ns.join("cpuset.mems"), "").unwrap();
+        let unified = Cgroup {
+            dirs: vec![ns.join("c1")],
+            v1: false,
+        };
+        unified.create().unwrap();
+        assert_eq!(std::fs::read_to_string(ns.join("cpuset.cpus")).unwrap(), "");
+
+        std::fs::write(root.path().join("cpuset.cpus"), "0-1\n").unwrap();
+        std::fs::write(root.path().join("cpuset.mems"), "0\n").unwrap();
+        let dir = ns.join("c2");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("cpuset.cpus"), "").unwrap();
+        std::fs::write(dir.join("cpuset.mems"), "").unwrap();
+        let v1 = Cgroup {
+            dirs: vec![dir.clone()],
+            v1: true,
+        };
+        v1.create().unwrap();
+        for level in [&ns, &dir] {
+            assert_eq!(
+                std::fs::read_to_string(level.join("cpuset.cpus")).unwrap(),
+                "0-1"
+            );
+            assert_eq!(
+                std::fs::read_to_string(level.join("cpuset.mems")).unwrap(),
+                "0"
+            );
+        }
     }
 
     #[test]
