@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use containerd_shim::Context;
@@ -40,6 +41,9 @@ struct Inner {
     tasks: Mutex<HashMap<String, TaskEntry>>,
     /// Ids whose Create is under way: they are taken, and the shim is not idle.
     creating: std::sync::Mutex<HashSet<String>>,
+    /// Deletes under way: their task has left the table, but its cgroup and
+    /// mount are still being released, so the shim is not idle.
+    deleting: AtomicUsize,
     reaper: Arc<Reaper>,
     publisher: RemotePublisher,
     namespace: String,
@@ -64,6 +68,7 @@ impl Service {
         Service(Arc::new(Inner {
             tasks: Mutex::new(HashMap::new()),
             creating: std::sync::Mutex::new(HashSet::new()),
+            deleting: AtomicUsize::new(0),
             reaper,
             publisher,
             namespace,
@@ -244,6 +249,11 @@ impl Service {
     }
 
     pub async fn delete_task(&self, id: &str) -> RpcResult<api::DeleteResponse> {
+        let _busy = Busy::new(&self.0.deleting);
+        self.delete_counted(id).await
+    }
+
+    async fn delete_counted(&self, id: &str) -> RpcResult<api::DeleteResponse> {
         let mut stopped = {
             let tasks = self.0.tasks.lock().await;
             let task = tasks.get(id).ok_or_else(|| not_found(id))?;
@@ -373,7 +383,8 @@ impl Service {
     /// container of its group and only goes away after the last one.
     pub async fn shutdown_if_idle(&self) {
         let tasks = self.0.tasks.lock().await;
-        if tasks.is_empty() && self.creating().is_empty() {
+        let deleting = self.0.deleting.load(Ordering::SeqCst);
+        if tasks.is_empty() && self.creating().is_empty() && deleting == 0 {
             log::info!("shutdown: no tasks left, exiting");
             self.0.exit.signal();
         }
@@ -388,6 +399,22 @@ impl Service {
             log::debug!("task {}: stdin closed", req.id);
         }
         Ok(())
+    }
+}
+
+/// Counts one operation in progress for as long as it lives.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Busy(count)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
