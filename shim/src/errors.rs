@@ -33,6 +33,9 @@ impl Fail {
     pub fn unimplemented(message: impl Into<String>) -> Self {
         Self::new(Code::UNIMPLEMENTED, message)
     }
+    pub fn deadline(message: impl Into<String>) -> Self {
+        Self::new(Code::DEADLINE_EXCEEDED, message)
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(Code::INTERNAL, message)
     }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use containerd_shim::Context;
@@ -92,10 +92,35 @@ impl Service {
         }
     }
 
-    pub async fn create_task(
+    /// Creates the task for a caller that may give up before it is done:
+    /// ttrpc drops the RPC at the client's deadline (kubelet's is two
+    /// minutes; a large module can take long to compile), and then no one
+    /// will start or delete the task, and containerd's Shutdown came while
+    /// the shim was busy. Such a task is deleted at once, and the shim
+    /// exits if it has nothing else to serve.
+    pub async fn create_for(
         &self,
         req: api::CreateTaskRequest,
+        caller_gone: &AtomicBool,
     ) -> RpcResult<api::CreateTaskResponse> {
+        let id = req.id.clone();
+        let created = self.create_task(req).await;
+        if !caller_gone.load(Ordering::SeqCst) {
+            return created;
+        }
+        log::warn!("task {id}: its Create outlived the caller; undoing it");
+        if created.is_ok()
+            && let Err(fail) = self.delete_task(&id).await
+        {
+            log::warn!("task {id}: delete after an abandoned create: {fail}");
+        }
+        self.shutdown_if_idle().await;
+        Err(Fail::deadline(format!(
+            "task {id}: the caller gave up before Create ended; nothing of it is kept"
+        )))
+    }
+
+    async fn create_task(&self, req: api::CreateTaskRequest) -> RpcResult<api::CreateTaskResponse> {
         let id = req.id.clone();
         if !req.checkpoint.is_empty() {
             return Err(Fail::unimplemented(format!(

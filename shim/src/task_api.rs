@@ -1,6 +1,9 @@
 //! The ttrpc glue of the Task API: each RPC checks what the shim does not
 //! support, calls the service and turns its error into a ttrpc status.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_trait::async_trait;
 use containerd_shim::TtrpcResult;
 use containerd_shim::api::{self, Empty};
@@ -63,6 +66,34 @@ async fn uncancelled<T: Send + 'static>(
         .unwrap_or_else(|e| Err(Fail::internal(format!("rpc task failed: {e}"))))
 }
 
+/// Raises its flag when dropped while armed: that is, when ttrpc drops
+/// the RPC's future (the client's deadline passed) before the body ended.
+struct CallerGone {
+    flag: Arc<AtomicBool>,
+    armed: bool,
+}
+
+impl CallerGone {
+    fn new() -> Self {
+        CallerGone {
+            flag: Arc::new(AtomicBool::new(false)),
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CallerGone {
+    fn drop(&mut self) {
+        if self.armed {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 #[async_trait]
 impl Task for Service {
     async fn create(
@@ -71,10 +102,11 @@ impl Task for Service {
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let service = self.clone();
-        reply(
-            "create",
-            uncancelled(async move { service.create_task(req).await }).await,
-        )
+        let gone = CallerGone::new();
+        let flag = gone.flag.clone();
+        let created = uncancelled(async move { service.create_for(req, &flag).await }).await;
+        gone.disarm();
+        reply("create", created)
     }
 
     async fn start(

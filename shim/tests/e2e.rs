@@ -366,3 +366,31 @@ fn namespaces_are_fresh_or_joined_as_the_spec_says() {
         ctrd.stop_and_remove(id, "SIGKILL");
     }
 }
+
+/// A Create that outlasts its caller (kubelet gives up after two minutes,
+/// here ctr after one second while a large module compiles) is undone by
+/// the shim when it ends: no task is left that nobody would delete, no
+/// process, mount or cgroup, and the shim exits.
+#[test]
+fn a_create_abandoned_by_its_caller_is_undone() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("big");
+    let image = common::image("big");
+    let id = "big-late";
+    let args = ["--timeout", "1s", "run", "--rm", "--runtime"];
+    let run = common::Run::from(ctrd.ctr(&[&args[..], &[common::RUNTIME, &image, id]].concat()));
+    assert_ne!(
+        run.code, 0,
+        "the module compiled within ctr's timeout: {run:?}"
+    );
+    assert!(run.stderr.contains("deadline exceeded"), "{run:?}");
+    // Still compiling: containerd has given up on it (and stopped reading
+    // its log), but the shim finishes the Create and then undoes it.
+    assert_eq!(common::child_pids(id).len(), 1, "the create is under way");
+    wait_for(
+        "the shim to undo the create and exit",
+        Duration::from_secs(120),
+        || common::shim_pids(ctrd.dir()).is_empty(),
+    );
+    ctrd.assert_clean(id);
+}

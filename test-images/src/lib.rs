@@ -7,6 +7,7 @@
 //! archive is byte-for-byte reproducible.
 
 mod bad;
+mod big;
 mod digest;
 mod native;
 mod oci;
@@ -21,6 +22,7 @@ pub use bad::{
     COMPONENT_WASM_HEADER, COMPONENT_WASM_PATH, EMPTY_WASM_PATH, NOSTART_WASM_PATH, NOT_WASM,
     NOT_WASM_PATH,
 };
+pub use big::big_module;
 pub use digest::{digest, sha256_hex};
 pub use native::{
     NATIVE_HELLO_MESSAGE, NATIVE_SLEEP_MESSAGE, ensure_native_supported, native_hello_elf,
@@ -46,6 +48,9 @@ pub const NATIVE_SLEEP_NAME: &str = "native-sleep";
 
 /// The name of the image of bad inputs (see [`bad_image`]).
 pub const BAD_IMAGE_NAME: &str = "bad";
+
+/// The name of the image of the large, slow-to-compile module (see [`big_module`]).
+pub const BIG_IMAGE_NAME: &str = "big";
 
 /// Everything needed to write one single-layer image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,11 +130,24 @@ pub fn bad_image() -> ImageSpec {
     }
 }
 
-/// Returns every image this host can use: all Wasm images, the bad image, plus the native
-/// images on x86_64.
+/// Returns the image of the large module, at `/big.wasm`.
+pub fn big_image() -> ImageSpec {
+    ImageSpec {
+        name: BIG_IMAGE_NAME.to_owned(),
+        architecture: "wasm".to_owned(),
+        os: "wasip1".to_owned(),
+        entrypoint: "/big.wasm".to_owned(),
+        executable: big_module(),
+        files: Vec::new(),
+    }
+}
+
+/// Returns every image this host can use: all Wasm images, the bad and big images, plus the
+/// native images on x86_64.
 pub fn all_images() -> Vec<ImageSpec> {
     let mut images = wasm_images();
     images.push(bad_image());
+    images.push(big_image());
     images.extend(native_hello_image().ok());
     images.extend(native_sleep_image().ok());
     images
@@ -142,6 +160,7 @@ pub fn image(name: &str) -> Result<ImageSpec> {
         NATIVE_HELLO_NAME => native_hello_image(),
         NATIVE_SLEEP_NAME => native_sleep_image(),
         BAD_IMAGE_NAME => Ok(bad_image()),
+        BIG_IMAGE_NAME => Ok(big_image()),
         _ => match wasm_images().into_iter().find(|image| image.name == name) {
             Some(image) => Ok(image),
             None => bail!("unknown test image {name}"),
@@ -186,7 +205,7 @@ mod tests {
     fn all_images_has_every_module_and_native_where_supported() {
         let names: Vec<String> = all_images().into_iter().map(|image| image.name).collect();
         let mut expected = vec![
-            "hello", "exit", "trap", "loop", "sleep", "args", "cat", "file", "bad",
+            "hello", "exit", "trap", "loop", "sleep", "args", "cat", "file", "bad", "big",
         ];
         if cfg!(target_arch = "x86_64") {
             expected.extend([NATIVE_HELLO_NAME, NATIVE_SLEEP_NAME]);
