@@ -74,8 +74,11 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     release_stdout()?;
 
     exit.wait().await;
-    server.shutdown().await.ok();
+    // Unlinked first: from now on a `start` for this group launches a new
+    // shim instead of handing containerd the address of one that is
+    // going away, and the new shim's socket is never the one removed.
     let _ = std::fs::remove_file(&socket);
+    server.shutdown().await.ok();
     Ok(())
 }
 
