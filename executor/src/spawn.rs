@@ -41,11 +41,18 @@ pub struct Child {
     pub control: File,
 }
 
+/// The binary the child execs: the one this process runs. Through this
+/// link it is the very file the shim started from, even when an upgrade
+/// has replaced or removed it on disk since, so a shim and its children
+/// always speak the same protocol.
+const SELF_EXE: &str = "/proc/self/exe";
+
 /// Clones a child with `flags` (plus SIGCHLD), gives it `stdio` as fds
-/// 0-2 and the protocol pipes as fds 3 and 4, and lets it exec
-/// `exe args…` with an empty environment once it receives [`GO_EXEC`].
+/// 0-2 and the protocol pipes as fds 3 and 4, and lets it exec this
+/// binary as `argv0 args…` with an empty environment once it receives
+/// [`GO_EXEC`].
 pub fn spawn_child(
-    exe: &Path,
+    argv0: &Path,
     args: &[&str],
     stdio: [&OwnedFd; 3],
     flags: CloneFlags,
@@ -63,9 +70,10 @@ pub fn spawn_child(
     }
     let fds: [RawFd; 5] = std::array::from_fn(|i| high[i].as_raw_fd());
 
-    let exe_c = CString::new(exe.as_os_str().as_bytes())
-        .map_err(|_| Error::InvalidSpec(format!("shim path {} has a NUL", exe.display())))?;
-    let mut argv_c = vec![exe_c.clone()];
+    let exe_c = CString::new(SELF_EXE).map_err(|_| Error::InvalidSpec(SELF_EXE.into()))?;
+    let argv0_c = CString::new(argv0.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidSpec(format!("shim path {} has a NUL", argv0.display())))?;
+    let mut argv_c = vec![argv0_c];
     for arg in args {
         argv_c.push(
             CString::new(*arg).map_err(|_| {

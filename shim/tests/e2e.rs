@@ -394,3 +394,38 @@ fn a_create_abandoned_by_its_caller_is_undone() {
     );
     ctrd.assert_clean(id);
 }
+
+/// An upgrade that replaces the shim binary on disk does not reach a
+/// running shim: it starts its next container's child from the very file
+/// it runs, so a shim and its children always speak the same protocol.
+#[test]
+fn a_running_shim_keeps_its_own_binary_after_an_upgrade() {
+    let Some(ctrd) = common::containerd_with_copied_shim() else {
+        return;
+    };
+    ctrd.import("sleep");
+    let group = ["--annotation", "io.containerd.runc.v2.group=pod-up"];
+    ctrd.start_detached("sleep", "up-1", &group);
+    // The new binary still does `start` (and finds the running shim), but
+    // would fail as a child.
+    let upgraded = format!(
+        "#!/bin/sh\n[ \"$1\" = __child ] && exit 3\nexec {} \"$@\"\n",
+        common::Containerd::built_shim()
+    );
+    let shim = ctrd.shim();
+    std::fs::remove_file(&shim).unwrap();
+    std::fs::write(&shim, upgraded).unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ctrd.start_detached("sleep", "up-2", &group);
+    assert_eq!(
+        common::shim_pids(ctrd.dir()).len(),
+        1,
+        "one shim for the group"
+    );
+    for id in ["up-1", "up-2"] {
+        ctrd.stop_and_remove(id, "SIGKILL");
+    }
+    wait_for("the group's shim to exit", Duration::from_secs(10), || {
+        common::shim_pids(ctrd.dir()).is_empty()
+    });
+}

@@ -20,11 +20,23 @@ pub struct Containerd {
     process: Child,
 }
 
-/// The end-to-end tests need root and a containerd; say so when missing.
+/// A private containerd with this build's shim on its PATH, or `None`
+/// (saying why) where the end-to-end tests cannot run.
 pub fn containerd() -> Option<Containerd> {
+    can_run().then(|| Containerd::start(false))
+}
+
+/// As [`containerd`], with a copy of the shim binary on containerd's PATH
+/// (not a link to the build's), for tests that replace it.
+pub fn containerd_with_copied_shim() -> Option<Containerd> {
+    can_run().then(|| Containerd::start(true))
+}
+
+/// The end-to-end tests need root and a containerd; say so when missing.
+fn can_run() -> bool {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipping: end-to-end tests need root");
-        return None;
+        return false;
     }
     if Command::new("containerd")
         .arg("--version")
@@ -32,9 +44,9 @@ pub fn containerd() -> Option<Containerd> {
         .is_err()
     {
         eprintln!("skipping: containerd is not installed (make deps installs it)");
-        return None;
+        return false;
     }
-    Some(Containerd::start())
+    true
 }
 
 /// The OCI tarballs of the test images, written once per test process.
@@ -53,7 +65,7 @@ pub fn image(name: &str) -> String {
 }
 
 impl Containerd {
-    fn start() -> Self {
+    fn start(copy_shim: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("e2e-ctrd")
             .tempdir_in("/tmp")
@@ -61,7 +73,11 @@ impl Containerd {
         let d = dir.path();
         let bin = d.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(SHIM, bin.join("containerd-shim-wasmtime-v1")).unwrap();
+        let shim = bin.join("containerd-shim-wasmtime-v1");
+        match copy_shim {
+            true => std::fs::copy(SHIM, shim).map(drop).unwrap(),
+            false => std::os::unix::fs::symlink(SHIM, shim).unwrap(),
+        }
         let config = format!(
             "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
              disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
@@ -90,6 +106,16 @@ impl Containerd {
             ctrd.ctr(&["version"]).status.success()
         });
         ctrd
+    }
+
+    /// The shim binary containerd runs.
+    pub fn shim(&self) -> PathBuf {
+        self.dir().join("bin").join("containerd-shim-wasmtime-v1")
+    }
+
+    /// The build's shim binary.
+    pub fn built_shim() -> &'static str {
+        SHIM
     }
 
     pub fn dir(&self) -> &Path {
