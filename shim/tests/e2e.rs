@@ -368,7 +368,7 @@ fn namespaces_are_fresh_or_joined_as_the_spec_says() {
 }
 
 /// A Create that outlasts its caller (kubelet gives up after two minutes,
-/// here ctr after one second while a large module compiles) is undone by
+/// here ctr after two seconds while a large module compiles) is undone by
 /// the shim when it ends: no task is left that nobody would delete, no
 /// process, mount or cgroup, and the shim exits.
 #[test]
@@ -377,7 +377,7 @@ fn a_create_abandoned_by_its_caller_is_undone() {
     ctrd.import("big");
     let image = common::image("big");
     let id = "big-late";
-    let args = ["--timeout", "1s", "run", "--rm", "--runtime"];
+    let args = ["--timeout", "2s", "run", "--rm", "--runtime"];
     let run = common::Run::from(ctrd.ctr(&[&args[..], &[common::RUNTIME, &image, id]].concat()));
     assert_ne!(
         run.code, 0,
