@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::setns;
+use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::{Gid, Uid, chdir, pivot_root, setgid, setgroups, sethostname, setuid};
 
 use crate::caps;
@@ -15,6 +15,11 @@ use crate::spec::ChildConfig;
 
 pub fn enter(config: &ChildConfig) -> Result<()> {
     join_namespaces(config)?;
+    // The shim put the child into its cgroup before letting it exec, so
+    // the namespace's root is the container's cgroup, as under runc.
+    if config.new_cgroup_namespace {
+        unshare(CloneFlags::CLONE_NEWCGROUP).map_err(Error::sys("unshare the cgroup namespace"))?;
+    }
     enter_rootfs(&config.rootfs, config.readonly_root, &config.cwd)?;
     if let Some(hostname) = &config.hostname {
         sethostname(hostname).map_err(Error::sys(format!("set hostname {hostname}")))?;

@@ -32,6 +32,10 @@ pub struct ChildConfig {
     pub capabilities: crate::caps::CapSets,
     /// Namespaces to join by path, before the root is switched.
     pub join: Vec<(CloneFlags, PathBuf)>,
+    /// Whether the spec asks for a new cgroup namespace. The child unshares
+    /// it itself: made at clone time, its root would be the shim's cgroup,
+    /// since the child only enters the container's cgroup after the clone.
+    pub new_cgroup_namespace: bool,
 }
 
 pub fn load(bundle: &Path) -> Result<Spec> {
@@ -45,7 +49,8 @@ pub fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
     for ns in namespaces(spec) {
         match (ns.typ(), ns.path()) {
             (LinuxNamespaceType::Network, None) => flags |= CloneFlags::CLONE_NEWNET,
-            (LinuxNamespaceType::Cgroup, None) => flags |= CloneFlags::CLONE_NEWCGROUP,
+            // A new cgroup namespace is made by the child itself, once it
+            // is in its cgroup (see ChildConfig::new_cgroup_namespace).
             (LinuxNamespaceType::User, _) => {
                 return Err(Error::InvalidSpec(
                     "linux.namespaces: user namespaces are not supported".into(),
@@ -149,6 +154,8 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         capabilities: crate::caps::from_spec(process.capabilities().as_ref())?,
         join,
+        new_cgroup_namespace: namespaces(spec)
+            .any(|ns| ns.typ() == LinuxNamespaceType::Cgroup && ns.path().is_none()),
     })
 }
 
@@ -216,6 +223,24 @@ mod tests {
         let s = spec(&BASE.replace(r#", "path": "/proc/1/ns/net""#, ""));
         assert!(clone_flags(&s).unwrap().contains(CloneFlags::CLONE_NEWNET));
         assert!(child_config(&s, Path::new("/b")).unwrap().join.is_empty());
+    }
+
+    #[test]
+    fn new_cgroup_namespace_is_left_to_the_child() {
+        let c = child_config(&spec(BASE), Path::new("/b")).unwrap();
+        assert!(!c.new_cgroup_namespace);
+        let s = spec(&BASE.replace(
+            r#"{"type": "ipc"}"#,
+            r#"{"type": "ipc"}, {"type": "cgroup"}"#,
+        ));
+        assert_eq!(clone_flags(&s).unwrap(), ALWAYS_NEW);
+        let c = child_config(&s, Path::new("/b")).unwrap();
+        assert!(c.new_cgroup_namespace);
+        assert!(
+            c.join
+                .iter()
+                .all(|(flag, _)| *flag != CloneFlags::CLONE_NEWCGROUP)
+        );
     }
 
     #[test]

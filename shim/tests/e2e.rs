@@ -429,3 +429,56 @@ fn a_running_shim_keeps_its_own_binary_after_an_upgrade() {
         common::shim_pids(ctrd.dir()).is_empty()
     });
 }
+
+/// A new cgroup namespace, asked for in the spec, has the container's own
+/// cgroup as its root, as under runc: the child sees itself at `/` in
+/// every hierarchy. (ctr asks for none by default; CRI does on cgroup v2.)
+#[test]
+fn a_new_cgroup_namespace_is_rooted_at_the_containers_cgroup() {
+    let Some(ctrd) = containerd() else { return };
+    let id = "cgns-1";
+    let rootfs = ctrd.dir().join("cgns-rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::write(rootfs.join("sleep.wasm"), test_images::SLEEP_WASM).unwrap();
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"args": ["/sleep.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": rootfs},
+        "linux": {
+            "cgroupsPath": format!("/{}/{id}", common::NAMESPACE),
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                           {"type": "mount"}, {"type": "cgroup"}]
+        }
+    });
+    let config = ctrd.dir().join("cgns.json");
+    std::fs::write(&config, spec.to_string()).unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let out = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        common::RUNTIME,
+        "--config",
+        &config,
+        id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ctrd.wait_status(id, "RUNNING");
+    let pid = common::child_pids(id)[0].to_string();
+    let me = std::process::id().to_string();
+    assert_ne!(namespace(&pid, "cgroup"), namespace(&me, "cgroup"));
+    let seen = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-C", "cat", &format!("/proc/{pid}/cgroup")])
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    assert!(!seen.is_empty());
+    for line in seen.lines() {
+        assert!(line.ends_with(":/"), "seen from inside: {seen}");
+    }
+    ctrd.stop_and_remove(id, "SIGKILL");
+}
