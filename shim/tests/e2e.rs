@@ -240,12 +240,7 @@ fn one_child_per_container_and_one_shim_each() {
         2,
         "one shim per ungrouped container"
     );
-    for id in ids {
-        ctrd.stop_and_remove(id, "SIGKILL");
-    }
-    wait_for("the shims to exit", Duration::from_secs(10), || {
-        common::shim_pids(ctrd.dir()).is_empty()
-    });
+    ctrd.remove_all_and_await_shims(&ids, "SIGKILL");
 }
 
 #[test]
@@ -422,12 +417,7 @@ fn a_running_shim_keeps_its_own_binary_after_an_upgrade() {
         1,
         "one shim for the group"
     );
-    for id in ["up-1", "up-2"] {
-        ctrd.stop_and_remove(id, "SIGKILL");
-    }
-    wait_for("the group's shim to exit", Duration::from_secs(10), || {
-        common::shim_pids(ctrd.dir()).is_empty()
-    });
+    ctrd.remove_all_and_await_shims(&["up-1", "up-2"], "SIGKILL");
 }
 
 /// A new cgroup namespace, asked for in the spec, has the container's own

@@ -250,6 +250,17 @@ impl Containerd {
         self.assert_clean(id);
     }
 
+    /// Stops and removes every container of `ids` with `signal`, then waits
+    /// for their shims to exit, as they must once they serve no task.
+    pub fn remove_all_and_await_shims(&self, ids: &[&str], signal: &str) {
+        for id in ids {
+            self.stop_and_remove(id, signal);
+        }
+        wait_for("the shims to exit", Duration::from_secs(10), || {
+            shim_pids(self.dir()).is_empty()
+        });
+    }
+
     /// Asserts that nothing of container `id` is left: no child process,
     /// no mount and no cgroup directory.
     pub fn assert_clean(&self, id: &str) {
