@@ -109,10 +109,14 @@ impl Service {
             return created;
         }
         log::warn!("task {id}: its Create outlived the caller; undoing it");
-        if created.is_ok()
-            && let Err(fail) = self.delete_task(&id).await
-        {
-            log::warn!("task {id}: delete after an abandoned create: {fail}");
+        match created {
+            // Nobody receives this failure any more: the log keeps it.
+            Err(fail) => log::error!("create: {fail}"),
+            Ok(_) => {
+                if let Err(fail) = self.delete_task(&id).await {
+                    log::warn!("task {id}: delete after an abandoned create: {fail}");
+                }
+            }
         }
         self.shutdown_if_idle().await;
         Err(Fail::deadline(format!(

@@ -130,8 +130,9 @@ pub async fn open(stdin: &str, stdout: &str, stderr: &str) -> anyhow::Result<Ope
 }
 
 /// A stdin fifo is opened at once, without waiting for the client: the
-/// client may never open its end (ctr closes it unopened when its own
-/// stdin is empty) and then relies on CloseIO to end the child's input.
+/// client may never open its end. (ctr with an empty stdin closes its end
+/// before Create, unseen, and sends no CloseIO either, so the guest's
+/// input does not end; runc's shim behaves the same.)
 fn open_stdin(uri: &str) -> anyhow::Result<(OwnedFd, Option<(Inotify, File)>)> {
     let Target::Path(path) = parse(uri)? else {
         return Ok((open_null()?, None));
