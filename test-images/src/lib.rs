@@ -2,15 +2,27 @@
 //! containerd with `ctr images import --all-platforms <tar>`.
 //!
 //! There is one image per runnable WASI preview 1 test module (`wat/*.wat`, compiled by
-//! build.rs), one `bad` image of inputs the shim must reject, and two static x86_64
-//! executables for comparing against runc: one that prints and exits, one that idles. Every
-//! archive is byte-for-byte reproducible.
+//! build.rs), one `bad` image of inputs the shim must reject, one `big` slow-to-compile module,
+//! and linux/amd64 images for comparing against runc: two generated static executables (one
+//! that prints and exits, one that idles), C programs that build.rs compiles (the `probe`
+//! conformance probe, a `pause` like Kubernetes', a `dynamic`ally linked hello with its
+//! libraries) and the host's static `busybox`. Every archive is byte-for-byte reproducible
+//! from the same build and host.
 
 mod bad;
 mod big;
+mod busybox;
 mod digest;
+mod elf;
+mod entry;
+mod layer;
+#[cfg(test)]
+mod ldd;
 mod native;
 mod oci;
+mod programs;
+#[cfg(test)]
+mod testutil;
 mod wasm;
 
 use std::fs;
@@ -23,7 +35,9 @@ pub use bad::{
     NOT_WASM_PATH,
 };
 pub use big::big_module;
+pub use busybox::{BUSYBOX_APPLETS, BUSYBOX_PATH, busybox_image};
 pub use digest::{digest, sha256_hex};
+pub use entry::{Entry, EntryKind};
 pub use native::{
     NATIVE_HELLO_MESSAGE, NATIVE_SLEEP_MESSAGE, ensure_native_supported, native_hello_elf,
     native_sleep_elf,
@@ -32,9 +46,14 @@ pub use oci::{
     CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, TAG, image_archive,
     write_image,
 };
+pub use programs::{
+    DYNHELLO_ELF, DYNHELLO_LIBS, DYNHELLO_MESSAGE, DYNHELLO_PATH, PAUSE_ELF, PAUSE_PATH,
+    PAUSE_VERSION_LINE, PROBE_ELF, PROBE_PATH, dynamic_image, pause_image, probe_image,
+};
 pub use wasm::{
-    ARGS_WASM, CAT_WASM, EXIT_WASM, FILE_WASM, HELLO_WASM, LOOP_WASM, NOSTART_WASM, SLEEP_WASM,
-    TRAP_WASM, WASM_MODULES, wasm_module,
+    ARGS_WASM, CAT_WASM, COUNT_WASM, EXIT_WASM, FILE_WASM, HELLO_WASM, LOOP_WASM, MEMGROW_WASM,
+    NOSTART_WASM, OPEN_WASM, SLEEP_WASM, TRAP_WASM, WASM_MODULES, open_image_entries, wasm_module,
+    wasm_module_entries,
 };
 
 /// Every image reference is `<REPOSITORY_PREFIX><name>:latest`.
@@ -52,8 +71,38 @@ pub const BAD_IMAGE_NAME: &str = "bad";
 /// The name of the image of the large, slow-to-compile module (see [`big_module`]).
 pub const BIG_IMAGE_NAME: &str = "big";
 
+/// The name of the conformance probe's image (see [`probe_image`]).
+pub const PROBE_IMAGE_NAME: &str = "probe";
+
+/// The name of the pause program's image (see [`pause_image`]).
+pub const PAUSE_IMAGE_NAME: &str = "pause";
+
+/// The name of the dynamically linked program's image (see [`dynamic_image`]).
+pub const DYNAMIC_IMAGE_NAME: &str = "dynamic";
+
+/// The name of the busybox image (see [`busybox_image`]).
+pub const BUSYBOX_IMAGE_NAME: &str = "busybox";
+
+/// The images that only some hosts can provide, each failing with the reason elsewhere.
+pub const HOST_DEPENDENT_IMAGES: &[&str] = &[
+    NATIVE_HELLO_NAME,
+    NATIVE_SLEEP_NAME,
+    PROBE_IMAGE_NAME,
+    PAUSE_IMAGE_NAME,
+    DYNAMIC_IMAGE_NAME,
+    BUSYBOX_IMAGE_NAME,
+];
+
+/// A root-owned 0600 file in the `open` and `probe` images, which only root (or
+/// CAP_DAC_OVERRIDE) can read.
+pub const SECRET_PATH: &str = "/secret";
+/// The content of [`SECRET_PATH`].
+pub const SECRET_CONTENT: &[u8] = b"secret\n";
+/// An empty 0755 directory in the `open` and `probe` images, for tests to mount volumes on.
+pub const DATA_DIR: &str = "/data";
+
 /// Everything needed to write one single-layer image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageSpec {
     /// The short name: the last part of the image reference and the tarball's file stem.
     pub name: String,
@@ -68,6 +117,11 @@ pub struct ImageSpec {
     /// Further regular files as (absolute path, bytes), installed with the executable's mode.
     /// Their order does not matter: the layer sorts them by path together with the executable.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Further entries of any kind (directories, symlinks, device nodes, files with their own
+    /// mode and owner), likewise sorted by path. Missing parent directories are added (root,
+    /// 0755), and an own `/tmp` directory replaces the default 1777 one. An entry may stand at
+    /// the entrypoint's path (a symlink, say) when `executable` is empty.
+    pub entries: Vec<Entry>,
 }
 
 /// Returns the full image reference for an image name, e.g.
@@ -87,6 +141,7 @@ pub fn wasm_images() -> Vec<ImageSpec> {
             entrypoint: format!("/{name}.wasm"),
             executable: module.to_vec(),
             files: Vec::new(),
+            entries: wasm_module_entries(name),
         })
         .collect()
 }
@@ -104,7 +159,7 @@ pub fn native_sleep_image() -> Result<ImageSpec> {
 }
 
 /// Returns the linux/amd64 image of a native executable, failing on hosts that are not x86_64.
-fn native_image(name: &str, entrypoint: &str, executable: Vec<u8>) -> Result<ImageSpec> {
+pub(crate) fn native_image(name: &str, entrypoint: &str, executable: Vec<u8>) -> Result<ImageSpec> {
     ensure_native_supported().with_context(|| format!("cannot provide image {name}"))?;
     Ok(ImageSpec {
         name: name.to_owned(),
@@ -113,6 +168,7 @@ fn native_image(name: &str, entrypoint: &str, executable: Vec<u8>) -> Result<Ima
         entrypoint: entrypoint.to_owned(),
         executable,
         files: Vec::new(),
+        entries: Vec::new(),
     })
 }
 
@@ -127,6 +183,7 @@ pub fn bad_image() -> ImageSpec {
         entrypoint: NOT_WASM_PATH.to_owned(),
         executable: NOT_WASM.to_vec(),
         files: bad::bad_extra_files(),
+        entries: Vec::new(),
     }
 }
 
@@ -139,26 +196,44 @@ pub fn big_image() -> ImageSpec {
         entrypoint: "/big.wasm".to_owned(),
         executable: big_module(),
         files: Vec::new(),
+        entries: Vec::new(),
     }
 }
 
-/// Returns every image this host can use: all Wasm images, the bad and big images, plus the
-/// native images on x86_64.
+/// Returns every image this host can use: all Wasm images, the bad and big images, plus those
+/// of [`HOST_DEPENDENT_IMAGES`] that this host can provide (on x86_64; busybox only when the
+/// host has it). [`unavailable_images`] says why the others are missing.
 pub fn all_images() -> Vec<ImageSpec> {
     let mut images = wasm_images();
     images.push(bad_image());
     images.push(big_image());
-    images.extend(native_hello_image().ok());
-    images.extend(native_sleep_image().ok());
+    images.extend(
+        HOST_DEPENDENT_IMAGES
+            .iter()
+            .filter_map(|name| image(name).ok()),
+    );
     images
 }
 
-/// Returns the image called `name`, failing for unknown names and for the native images on
-/// hosts that cannot run them.
+/// Returns each image of [`HOST_DEPENDENT_IMAGES`] that this host cannot provide, with the
+/// reason (an unsupported architecture, busybox-static not installed).
+pub fn unavailable_images() -> Vec<(&'static str, anyhow::Error)> {
+    HOST_DEPENDENT_IMAGES
+        .iter()
+        .filter_map(|name| image(name).err().map(|err| (*name, err)))
+        .collect()
+}
+
+/// Returns the image called `name`, failing for unknown names and for the host-dependent
+/// images on hosts that cannot provide them.
 pub fn image(name: &str) -> Result<ImageSpec> {
     match name {
         NATIVE_HELLO_NAME => native_hello_image(),
         NATIVE_SLEEP_NAME => native_sleep_image(),
+        PROBE_IMAGE_NAME => probe_image(),
+        PAUSE_IMAGE_NAME => pause_image(),
+        DYNAMIC_IMAGE_NAME => dynamic_image(),
+        BUSYBOX_IMAGE_NAME => busybox_image(),
         BAD_IMAGE_NAME => Ok(bad_image()),
         BIG_IMAGE_NAME => Ok(big_image()),
         _ => match wasm_images().into_iter().find(|image| image.name == name) {
@@ -205,12 +280,29 @@ mod tests {
     fn all_images_has_every_module_and_native_where_supported() {
         let names: Vec<String> = all_images().into_iter().map(|image| image.name).collect();
         let mut expected = vec![
-            "hello", "exit", "trap", "loop", "sleep", "args", "cat", "file", "bad", "big",
+            "hello", "exit", "trap", "loop", "sleep", "args", "cat", "file", "open", "memgrow",
+            "count", "bad", "big",
         ];
-        if cfg!(target_arch = "x86_64") {
-            expected.extend([NATIVE_HELLO_NAME, NATIVE_SLEEP_NAME]);
+        if cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+            expected.extend([
+                NATIVE_HELLO_NAME,
+                NATIVE_SLEEP_NAME,
+                PROBE_IMAGE_NAME,
+                PAUSE_IMAGE_NAME,
+                DYNAMIC_IMAGE_NAME,
+            ]);
+            // busybox depends on the host having busybox-static installed.
+            if busybox_image().is_ok() {
+                expected.push(BUSYBOX_IMAGE_NAME);
+            }
         }
         assert_eq!(names, expected);
+        // Each host-dependent image is either written or reported as skipped, never both.
+        let unavailable: Vec<&str> = unavailable_images().iter().map(|(n, _)| *n).collect();
+        for name in HOST_DEPENDENT_IMAGES {
+            let provided = names.iter().any(|found| found == name);
+            assert_ne!(provided, unavailable.contains(name), "{name}");
+        }
     }
 
     #[test]
@@ -229,6 +321,30 @@ mod tests {
         );
         let err = image("nope").unwrap_err().to_string();
         assert!(err.contains("unknown test image nope"), "{err}");
+    }
+
+    #[test]
+    fn new_images_are_found_by_name() {
+        let open = image("open").unwrap();
+        assert_eq!(open.entrypoint, "/open.wasm");
+        assert_eq!(open.entries, open_image_entries());
+        assert_eq!(image("memgrow").unwrap().executable, MEMGROW_WASM);
+        assert_eq!(image("count").unwrap().executable, COUNT_WASM);
+        let native = [
+            (PROBE_IMAGE_NAME, PROBE_PATH),
+            (PAUSE_IMAGE_NAME, PAUSE_PATH),
+            (DYNAMIC_IMAGE_NAME, DYNHELLO_PATH),
+            (BUSYBOX_IMAGE_NAME, "/bin/sh"),
+        ];
+        for (name, entrypoint) in native {
+            match image(name) {
+                Ok(found) => assert_eq!(
+                    (found.entrypoint.as_str(), found.architecture.as_str()),
+                    (entrypoint, "amd64")
+                ),
+                Err(err) => assert!(format!("{err:#}").contains("cannot provide image")),
+            }
+        }
     }
 
     #[test]

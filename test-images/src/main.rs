@@ -30,13 +30,9 @@ fn run(args: &[String]) -> Result<ExitCode> {
         }
         [flag] if flag == "-h" || flag == "--help" => println!("{USAGE}"),
         [dir] if !dir.starts_with('-') => {
-            // Saying why the native images are missing saves a confused search for them later.
-            if let Err(err) = test_images::ensure_native_supported() {
-                eprintln!(
-                    "skipping {} and {}: {err:#}",
-                    test_images::NATIVE_HELLO_NAME,
-                    test_images::NATIVE_SLEEP_NAME
-                );
+            // Saying why an image is missing saves a confused search for it later.
+            for (name, err) in test_images::unavailable_images() {
+                eprintln!("skipping {name}: {err:#}");
             }
             for (path, reference) in test_images::write_all_images(Path::new(dir))? {
                 println!("{} {reference}", path.display());

@@ -155,6 +155,8 @@ fn push_program_header(elf: &mut Vec<u8>, file_size: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    use crate::testutil::spawn_program;
 
     fn u16_at(bytes: &[u8], offset: usize) -> u16 {
         u16::from_le_bytes(bytes[offset..offset + 2].try_into().unwrap())
@@ -253,53 +255,10 @@ mod tests {
         }
     }
 
-    /// Writes `elf` to a fresh temp file, starts it with piped stdout and stderr and deletes
-    /// the file again, which Linux allows while it runs.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    fn spawn_elf(name: &str, elf: &[u8]) -> std::process::Child {
-        use std::os::unix::fs::PermissionsExt;
-        use std::process::{Command, Stdio};
-
-        /// errno of exec on a file that some process holds open for writing.
-        const ETXTBSY: i32 = 26;
-
-        let path = std::env::temp_dir().join(format!(
-            "test-images-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::write(&path, elf).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        // A child forked by a concurrent test can briefly inherit the descriptor that wrote
-        // the file, until it execs; exec fails with ETXTBSY meanwhile, so retry a few times.
-        let mut attempts = 0;
-        let child = loop {
-            let spawned = Command::new(&path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn();
-            match spawned {
-                Err(err) if err.raw_os_error() == Some(ETXTBSY) && attempts < 50 => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => break other,
-            }
-        };
-        // Removing first keeps the temp dir clean even when the spawn or a later assertion
-        // fails.
-        std::fs::remove_file(&path).unwrap();
-        child.unwrap()
-    }
-
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     #[test]
     fn hello_runs_and_prints_hello() {
-        let output = spawn_elf("native-hello", &native_hello_elf())
+        let output = spawn_program("native-hello", &native_hello_elf(), &[])
             .wait_with_output()
             .unwrap();
         assert_eq!(output.stdout, NATIVE_HELLO_MESSAGE);
@@ -314,7 +273,7 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         use std::time::Duration;
 
-        let mut child = spawn_elf("native-sleep", &native_sleep_elf());
+        let mut child = spawn_program("native-sleep", &native_sleep_elf(), &[]);
         // Reading on another thread bounds the wait: a broken executable that idles without
         // writing would otherwise hang the test instead of failing it.
         let stdout = child.stdout.take().unwrap();

@@ -5,17 +5,16 @@
 //! order), tar headers carry fixed owners, modes and times, and `created` is a constant. That
 //! lets tests compare digests and lets containerd skip content it already has.
 
-use std::collections::BTreeSet;
 use std::fs;
-use std::io;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use tar::{Builder, EntryType, Header};
+use tar::{Builder, EntryType};
 
 use crate::ImageSpec;
 use crate::digest::{digest, sha256_hex};
+use crate::layer::{header, layer_tar};
 
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -27,8 +26,6 @@ pub const TAG: &str = "latest";
 
 /// The image creation time, fixed so the config blob (and so every digest) never changes.
 const CREATED: &str = "2024-01-01T00:00:00Z";
-/// The same instant as CREATED in seconds since the epoch, used as every tar entry's mtime.
-const MTIME: u64 = 1_704_067_200;
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Builds the image archive (the whole OCI layout tar) in memory.
@@ -63,67 +60,13 @@ pub fn write_image(out: &Path, image: &ImageSpec) -> Result<()> {
     fs::write(out, archive).with_context(|| format!("failed to write {}", out.display()))
 }
 
-/// One entry of the layer, collected first so that the files can be sorted by path.
-struct LayerEntry<'a> {
-    /// Relative, because containerd unpacks the layer below the rootfs.
-    path: &'a str,
-    kind: EntryType,
-    mode: u32,
-    data: &'a [u8],
-}
-
-/// Builds the single layer: the executable at its entrypoint path, the image's extra files
-/// and an empty world-writable `/tmp`, which the file test module writes into.
-fn layer_tar(image: &ImageSpec) -> Result<Vec<u8>> {
-    let mut layer = Builder::new(Vec::new());
-    for entry in layer_entries(image)? {
-        append_entry(&mut layer, entry.path, entry.kind, entry.mode, entry.data)?;
+/// The PATH of an image's config: the usual one for Linux images, whose
+/// programs (busybox's `sh`) are found through it, and `/` for Wasm ones.
+fn path_env(image: &ImageSpec) -> &'static str {
+    match image.os.as_str() {
+        "linux" => "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        _ => "PATH=/",
     }
-    layer.into_inner().context("failed to finish the layer tar")
-}
-
-/// Lists the layer's entries: the executable and the extra files sorted by path, which keeps
-/// the layer independent of the order of `image.files`, and then `tmp/`. `tmp/` stays last,
-/// where it always was, rather than joining the sort, because moving it would change the bytes
-/// of images whose executable sorts after it (`trap.wasm`) and so their digests.
-fn layer_entries(image: &ImageSpec) -> Result<Vec<LayerEntry<'_>>> {
-    let executable = (image.entrypoint.as_str(), image.executable.as_slice());
-    let files = image
-        .files
-        .iter()
-        .map(|(path, data)| (path.as_str(), data.as_slice()));
-    let mut entries: Vec<LayerEntry> = std::iter::once(executable)
-        .chain(files)
-        .map(|(path, data)| LayerEntry {
-            path: path.trim_start_matches('/'),
-            kind: EntryType::Regular,
-            mode: 0o755,
-            data,
-        })
-        .collect();
-    entries.sort_by(|a, b| a.path.cmp(b.path));
-    entries.push(LayerEntry {
-        path: "tmp/",
-        kind: EntryType::Directory,
-        mode: 0o1777,
-        data: &[],
-    });
-    ensure_unique_paths(&entries)?;
-    Ok(entries)
-}
-
-/// Fails when two entries name the same rootfs path, because on unpacking the later one
-/// would silently replace the earlier.
-fn ensure_unique_paths(entries: &[LayerEntry]) -> Result<()> {
-    let mut seen = BTreeSet::new();
-    for entry in entries {
-        // `tmp/` and `tmp` are the same path to the filesystem.
-        let path = entry.path.trim_end_matches('/');
-        if !seen.insert(path) {
-            bail!("the layer would hold /{path} twice");
-        }
-    }
-    Ok(())
 }
 
 fn config_document(image: &ImageSpec, layer_digest: &str) -> Value {
@@ -133,7 +76,7 @@ fn config_document(image: &ImageSpec, layer_digest: &str) -> Value {
         "os": image.os,
         "config": {
             "Entrypoint": [image.entrypoint],
-            "Env": ["PATH=/"],
+            "Env": [path_env(image)],
             "WorkingDir": "/",
         },
         // The layer is uncompressed, so its diff ID is its digest.
@@ -198,8 +141,7 @@ fn append_dir(archive: &mut Builder<Vec<u8>>, path: &str) -> Result<()> {
     append_entry(archive, path, EntryType::Directory, 0o755, &[])
 }
 
-/// Appends one entry with a deterministic header: root ownership without user or group
-/// names, a fixed mtime, and the given mode.
+/// Appends one entry of the archive (not of the layer) with the layer's deterministic header.
 fn append_entry(
     archive: &mut Builder<Vec<u8>>,
     path: &str,
@@ -207,69 +149,17 @@ fn append_entry(
     mode: u32,
     data: &[u8],
 ) -> Result<()> {
-    let mut header = Header::new_ustar();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(MTIME);
-    header.set_size(data.len() as u64);
-    // append_data sets the path and then the checksum, so the header is complete.
+    let mut header = header(kind, mode, data.len() as u64);
     archive
-        .append_data(&mut header, path, io::Cursor::new(data))
+        .append_data(&mut header, path, data)
         .with_context(|| format!("failed to add {path} to a tar"))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::io::Read;
-
     use super::*;
-
-    /// The header fields the tests care about, with the entry's data.
-    #[derive(Debug)]
-    struct TarEntry {
-        kind: EntryType,
-        mode: u32,
-        uid: u64,
-        gid: u64,
-        mtime: u64,
-        data: Vec<u8>,
-    }
-
-    type TarEntries = BTreeMap<String, TarEntry>;
-
-    /// Reads every entry of a tar, keyed by path.
-    fn entries(tar_bytes: &[u8]) -> TarEntries {
-        let mut archive = tar::Archive::new(tar_bytes);
-        let mut found = BTreeMap::new();
-        for entry in archive.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            let header = entry.header().clone();
-            let path = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).unwrap();
-            assert!(
-                header.username().unwrap().unwrap_or("").is_empty(),
-                "{path}"
-            );
-            assert!(
-                header.groupname().unwrap().unwrap_or("").is_empty(),
-                "{path}"
-            );
-            let fields = TarEntry {
-                kind: header.entry_type(),
-                mode: header.mode().unwrap(),
-                uid: header.uid().unwrap(),
-                gid: header.gid().unwrap(),
-                mtime: header.mtime().unwrap(),
-                data,
-            };
-            found.insert(path, fields);
-        }
-        found
-    }
+    use crate::layer::MTIME;
+    use crate::testutil::{TarEntries, entries, paths_in_order};
 
     fn blob<'a>(files: &'a TarEntries, descriptor: &Value) -> &'a [u8] {
         let digest_str = descriptor["digest"].as_str().unwrap();
@@ -278,16 +168,6 @@ mod tests {
         assert_eq!(digest(data), digest_str, "blob content matches its name");
         assert_eq!(descriptor["size"].as_u64(), Some(data.len() as u64));
         data
-    }
-
-    /// Lists the paths of a tar's entries in archive order, which `entries` does not keep.
-    fn paths_in_order(tar_bytes: &[u8]) -> Vec<String> {
-        let mut archive = tar::Archive::new(tar_bytes);
-        archive
-            .entries()
-            .unwrap()
-            .map(|entry| String::from_utf8(entry.unwrap().path_bytes().into_owned()).unwrap())
-            .collect()
     }
 
     fn hello() -> ImageSpec {
@@ -462,13 +342,6 @@ mod tests {
         }
         let tmp = &layer["tmp/"];
         assert_eq!((tmp.kind, tmp.mode), (EntryType::Directory, 0o1777));
-    }
-
-    #[test]
-    fn tmp_stays_the_last_entry_even_when_the_executable_sorts_after_it() {
-        let trap = crate::image("trap").unwrap();
-        let layer = layer_tar(&trap).unwrap();
-        assert_eq!(paths_in_order(&layer), ["trap.wasm", "tmp/"]);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! Most are runnable commands with an image each ([`WASM_MODULES`]); [`NOSTART_WASM`] is not a
 //! command and lives only in the `bad` image.
 
+use crate::entry::Entry;
+use crate::{DATA_DIR, SECRET_CONTENT, SECRET_PATH};
+
 /// Embeds the module that build.rs compiled from `wat/<name>.wat`.
 macro_rules! compiled_module {
     ($name:literal) => {
@@ -26,6 +29,15 @@ pub const ARGS_WASM: &[u8] = compiled_module!("args");
 pub const CAT_WASM: &[u8] = compiled_module!("cat");
 /// Writes `/tmp/wasm-test.txt` through preopen fd 3, reads it back and prints it.
 pub const FILE_WASM: &[u8] = compiled_module!("file");
+/// Opens each argument below preopen fd 3 (`write:<path>` for writing) and prints
+/// `<argument>: ok` or `<argument>: errno <n>`.
+pub const OPEN_WASM: &[u8] = compiled_module!("open");
+/// Grows its memory 1 MiB at a time to 512 MiB, printing `grew to <n> MiB` every 64 MiB and
+/// `reached 512 MiB`; when memory.grow fails it prints `memory.grow failed at <n> MiB` and
+/// exits with 12.
+pub const MEMGROW_WASM: &[u8] = compiled_module!("memgrow");
+/// Prints 1, 2, 3, ... one line every 50 ms, forever.
+pub const COUNT_WASM: &[u8] = compiled_module!("count");
 
 /// Exports memory and `main` but no `_start`, so it is valid Wasm yet not a WASI command.
 /// It is deliberately missing from [`WASM_MODULES`]: only the `bad` image carries it.
@@ -42,6 +54,9 @@ pub const WASM_MODULES: &[(&str, &[u8])] = &[
     ("args", ARGS_WASM),
     ("cat", CAT_WASM),
     ("file", FILE_WASM),
+    ("open", OPEN_WASM),
+    ("memgrow", MEMGROW_WASM),
+    ("count", COUNT_WASM),
 ];
 
 /// Returns the runnable test module called `name` (one of [`WASM_MODULES`]), if there is one.
@@ -50,6 +65,31 @@ pub fn wasm_module(name: &str) -> Option<&'static [u8]> {
         .iter()
         .find(|(module_name, _)| *module_name == name)
         .map(|(_, bytes)| *bytes)
+}
+
+/// Returns the entries a module's image carries besides the module: for `open`, the things it
+/// is pointed at (see [`open_image_entries`]); for every other module, none.
+pub fn wasm_module_entries(name: &str) -> Vec<Entry> {
+    match name {
+        "open" => open_image_entries(),
+        _ => Vec::new(),
+    }
+}
+
+/// The targets of the `open` module's tests: a block device node `/blk` (loop0, 7:0) and a
+/// character device node `/chr` (mem, 1:1), both 0666 so that only the runtime's device policy
+/// can refuse them; the root-only [`SECRET_PATH`]; the directory [`DATA_DIR`] to mount volumes
+/// on; and two symlinks that leave the rootfs if followed naively, `/abs-link` (absolute, to
+/// `/secret`) and `/escape` (`../../../../etc/hostname`).
+pub fn open_image_entries() -> Vec<Entry> {
+    vec![
+        Entry::block_device("/blk", 7, 0, 0o666),
+        Entry::char_device("/chr", 1, 1, 0o666),
+        Entry::file(SECRET_PATH, SECRET_CONTENT, 0o600),
+        Entry::dir(DATA_DIR, 0o755),
+        Entry::symlink("/abs-link", SECRET_PATH),
+        Entry::symlink("/escape", "../../../../etc/hostname"),
+    ]
 }
 
 #[cfg(test)]
@@ -119,6 +159,18 @@ mod tests {
         // The name custom section is what lets the runtime print `explode` in the backtrace.
         assert!(contains(TRAP_WASM, b"\x04name"));
         assert!(contains(TRAP_WASM, b"explode"));
+    }
+
+    #[test]
+    fn memgrow_memory_starts_at_one_mib_without_a_maximum() {
+        // The memory section: id 5, 3 bytes, 1 memory, limits flag 0 (no maximum), 16 pages.
+        assert!(contains(MEMGROW_WASM, &[0x05, 0x03, 0x01, 0x00, 0x10]));
+    }
+
+    #[test]
+    fn only_the_open_image_gets_extra_entries() {
+        assert_eq!(wasm_module_entries("open"), open_image_entries());
+        assert!(wasm_module_entries("hello").is_empty());
     }
 
     #[test]
