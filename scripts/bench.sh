@@ -6,7 +6,9 @@
 # Prints a table: `ctr run --rm` of a hello (Wasm under this shim, a
 # static native hello under runc), sequential, min / median / p99; and
 # the PSS of shims plus container processes with 1 and with 10 idle
-# containers. BENCH_RUNS sets the number of runs (default 20).
+# containers. Two rows run native containers under both: the static
+# native hello, and 10 idle native containers. BENCH_RUNS sets the
+# number of runs (default 20).
 set -euo pipefail
 
 shim=$(realpath "${1:?usage: bench.sh SHIM IMAGES_DIR WORK_DIR}")
@@ -102,6 +104,7 @@ mb() { awk -v kb="$1" -v n="${2:-1}" 'BEGIN { printf "%.1f", kb / 1024 / n }'; }
 echo "running benchmarks ($runs runs each) on $(containerd --version | awk '{print $3}'), $(nproc) cores..." >&2
 ours_run=$(time_runs "$ours" "$ref/hello:latest" wasm | stats)
 theirs_run=$(time_runs "$theirs" "$ref/native-hello:latest" native | stats)
+ours_native_run=$(time_runs "$ours" "$ref/native-hello:latest" ours-native | stats)
 
 ours_1=$(idle "$ours" "$ref/sleep:latest" wasm-idle 1)
 ours_10=$(idle "$ours" "$ref/sleep:latest" wasm-idle 10)
@@ -109,6 +112,8 @@ stop_all wasm-idle
 theirs_1=$(idle "$theirs" "$ref/native-sleep:latest" native-idle 1)
 theirs_10=$(idle "$theirs" "$ref/native-sleep:latest" native-idle 10)
 stop_all native-idle
+ours_native_10=$(idle "$ours" "$ref/native-sleep:latest" ours-native-idle 10)
+stop_all ours-native-idle
 
 printf '\n| %-44s | %-22s | %-22s |\n' "measure" "wasmtime shim (Wasm)" "runc (static native)"
 printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..24})" "$(printf -- '-%.0s' {1..24})"
@@ -116,3 +121,5 @@ printf '| %-44s | %-22s | %-22s |\n' "ctr run --rm hello, min / median / p99 (ms
 printf '| %-44s | %-22s | %-22s |\n' "PSS, 1 idle container (MB)" "$(mb "$ours_1")" "$(mb "$theirs_1")"
 printf '| %-44s | %-22s | %-22s |\n' "PSS, 10 idle containers (MB)" "$(mb "$ours_10")" "$(mb "$theirs_10")"
 printf '| %-44s | %-22s | %-22s |\n' "PSS per container with 10 running (MB)" "$(mb "$ours_10" 10)" "$(mb "$theirs_10" 10)"
+printf '| %-44s | %-22s | %-22s |\n' "native hello under each, min / median / p99 (ms)" "$ours_native_run" "$theirs_run"
+printf '| %-44s | %-22s | %-22s |\n' "PSS, 10 idle native containers (MB)" "$(mb "$ours_native_10")" "$(mb "$theirs_10")"

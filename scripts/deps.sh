@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what running and testing the shim needs on Debian: containerd
-# and runc (runc for the native peer in benchmarks). Does nothing when
-# they are already there.
+# Installs what building, running and testing the shim needs on Debian:
+# libseccomp-dev (the shim links libseccomp to apply seccomp profiles),
+# containerd and runc (runc for the native peer in benchmarks and tests),
+# and busybox-static (the busybox test image copies its /bin/busybox).
+# Does nothing when they are already there.
 set -euo pipefail
 
 missing=()
@@ -9,6 +11,11 @@ command -v containerd >/dev/null || missing+=(containerd)
 command -v ctr >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 command -v script >/dev/null || missing+=(bsdutils)
+[ -e /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
+# Debian's dynamically linked `busybox` package installs /bin/busybox too,
+# and it would not start in an image without libraries: ask for the package.
+[ "$(dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null)" = installed ] ||
+    missing+=(busybox-static)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

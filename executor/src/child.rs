@@ -1,19 +1,27 @@
 //! The main function of a container's child (`__child <id> <bundle>`).
 
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::exit::{FAILURE, outcome};
-use crate::protocol::{CONTROL_FD, GO_START, STATUS_FD, encode_error, encode_ready};
+use crate::exit::{EXEC_FAILED, FAILURE, outcome};
+use crate::kind::{Kind, detect};
+use crate::protocol::{self, CONTROL_FD, STATUS_FD};
+use crate::sandbox::{self, Workload};
 use crate::signals;
 use crate::spec::{ChildConfig, child_config, load};
 use crate::wasm::{GuestEnv, Prepared, engine, prepare, run, split_entry};
 
+/// What runs at Start, checked and ready.
+enum Ready {
+    Native(crate::native::Program),
+    Wasm(Box<(ChildConfig, Prepared)>),
+}
+
 /// Runs the child: prepare, report, wait for Start, run, exit with the
-/// guest's status. Never returns: the child must end with the module's code.
+/// workload's status. Never returns: the child must end with the module's
+/// code, or become the native program.
 pub fn main(args: &[String]) -> ! {
     // Before any thread exists, so every thread inherits the mask.
     if let Err(e) = signals::block() {
@@ -22,35 +30,40 @@ pub fn main(args: &[String]) -> ! {
     }
     // SAFETY: the shim hands the child these two descriptors (protocol.rs)
     // and nothing else in this process owns them.
-    let (mut status, mut control) =
+    let (status, control) =
         unsafe { (File::from_raw_fd(STATUS_FD), File::from_raw_fd(CONTROL_FD)) };
-    let prepared = match parse_args(args).and_then(|(_, bundle)| prepare_child(&bundle)) {
-        Ok(prepared) => prepared,
+    let ready = match parse_args(args).and_then(|(_, bundle)| prepare_child(&bundle)) {
+        Ok(ready) => ready,
         Err(e) => {
-            let _ = status.write_all(&encode_error(&e.chain()));
+            protocol::report(status, Err(&e.chain()));
             std::process::exit(FAILURE);
         }
     };
-    let _ = status.write_all(&encode_ready());
-    drop(status);
-
-    let mut byte = [0u8];
-    if control.read_exact(&mut byte).is_err() || byte[0] != GO_START {
-        // Deleted before Start, or the shim is gone: run nothing.
+    protocol::report(status, Ok(()));
+    if !protocol::await_start(control) {
         std::process::exit(FAILURE);
     }
-    drop(control);
-    let (config, prepared) = prepared;
-    let guest = GuestEnv {
-        args: &config.args,
-        env: &config.env,
-        cwd: &config.cwd,
-    };
-    let result = outcome(run(&prepared, &guest), signals::received());
-    if let Some(message) = result.message {
-        eprintln!("{message}");
+    match ready {
+        Ready::Native(program) => {
+            let error = crate::native::exec(&program);
+            eprintln!("{}", error.chain());
+            std::process::exit(EXEC_FAILED)
+        }
+        Ready::Wasm(ready) => {
+            let (config, prepared) = *ready;
+            let guest = GuestEnv {
+                args: &config.args,
+                env: &config.env,
+                cwd: &config.cwd,
+                memory_limit: config.memory_limit,
+            };
+            let result = outcome(run(&prepared, &guest), signals::received());
+            if let Some(message) = result.message {
+                eprintln!("{message}");
+            }
+            std::process::exit(result.status)
+        }
     }
-    std::process::exit(result.status)
 }
 
 fn parse_args(args: &[String]) -> Result<(String, PathBuf)> {
@@ -62,19 +75,46 @@ fn parse_args(args: &[String]) -> Result<(String, PathBuf)> {
     }
 }
 
-fn prepare_child(bundle: &Path) -> Result<(ChildConfig, Prepared)> {
+/// The first bytes of a file, enough to tell its kind.
+fn head(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(8);
+    File::open(path)
+        .and_then(|f| f.take(8).read_to_end(&mut bytes))
+        .map_err(|e| Error::Module {
+            path: path.display().to_string(),
+            reason: format!("cannot read it in the container's rootfs: {e}"),
+        })?;
+    Ok(bytes)
+}
+
+fn prepare_child(bundle: &Path) -> Result<Ready> {
     let spec = load(bundle)?;
     let config = child_config(&spec, bundle)?;
-    crate::sandbox::enter(&config)?;
+    sandbox::enter(&config)?;
+    let (name, _) = split_entry(&config.args[0]);
+    let found = crate::native::resolve(name, &config.env)?;
+    // Relative to the working directory, as exec would take it.
+    let path = config.cwd.join(&found);
+    if detect(&head(&path)?) == Kind::Native {
+        sandbox::drop_privileges(&config, Workload::Native)?;
+        let program = crate::native::prepare(&path, &config.args, &config.env)?;
+        return Ok(Ready::Native(program));
+    }
+    // Seccomp is in force from here: the module's bytes are read and
+    // compiled under it, and every thread started later inherits it.
+    sandbox::drop_privileges(&config, Workload::Wasm)?;
     signals::spawn_watcher().map_err(Error::io("start the signal thread"))?;
-    let (path, _) = split_entry(&config.args[0]);
-    let resolved = config.cwd.join(path);
-    let bytes = std::fs::read(&resolved).map_err(|e| Error::Module {
-        path: path.to_string(),
+    let bytes = std::fs::read(&path).map_err(|e| Error::Module {
+        path: name.to_string(),
         reason: format!("cannot read it in the container's rootfs: {e}"),
     })?;
     let engine = engine()?;
     signals::watch_engine(&engine);
-    let prepared = prepare(&engine, &config.args[0], &bytes)?;
-    Ok((config, prepared))
+    let module_arg = match config.args[0].split_once('#') {
+        Some((_, func)) => format!("{}#{func}", found.display()),
+        None => found.display().to_string(),
+    };
+    let prepared = prepare(&engine, &module_arg, &bytes)?;
+    Ok(Ready::Wasm(Box::new((config, prepared))))
 }

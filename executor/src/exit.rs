@@ -2,13 +2,40 @@
 //! can end. They match `wasmtime run`, so a user can reproduce a status on
 //! a laptop.
 
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
 use wasmtime::Trap;
 use wasmtime_wasi::I32Exit;
 
+/// The status of a process ended by `signal`, as shells, `wasmtime run`
+/// and containerd report it.
+pub const fn signaled(signal: i32) -> i32 {
+    128 + signal
+}
+
 /// Exit status of a guest that trapped: 128 + SIGABRT, as `wasmtime run`.
-pub const TRAP: i32 = 128 + libc::SIGABRT;
-/// Exit status of a guest that failed in any other way (a host error).
+pub const TRAP: i32 = signaled(libc::SIGABRT);
+/// Exit status of a guest that failed in any other way (a host error), and
+/// of a child that could not prepare its container or was deleted before
+/// Start.
 pub const FAILURE: i32 = 1;
+/// Exit status of a child that could not exec (the shim binary or, for a
+/// native container, the program), as a shell reports a command it
+/// cannot run.
+pub const EXEC_FAILED: i32 = 127;
+/// Exit status reported when the real one is lost: the reaper dropped the
+/// child, or the shim that knew it died and the `delete` action killed
+/// what was left. containerd's runc shim reports the same.
+pub const LOST: i32 = signaled(libc::SIGKILL);
+
+/// The pid and exit status of a process that ended, from `waitpid`.
+pub fn of_wait(status: WaitStatus) -> Option<(Pid, i32)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid, code)),
+        WaitStatus::Signaled(pid, signal, _) => Some((pid, signaled(signal as i32))),
+        _ => None,
+    }
+}
 
 /// How the guest ended: its exit status and, when the guest failed, the
 /// message that belongs on the container's stderr.
@@ -40,7 +67,7 @@ pub fn outcome(result: wasmtime::Result<()>, signal: Option<i32>) -> Outcome {
     }
     if let Some(signal) = signal {
         return Outcome {
-            status: 128 + signal,
+            status: signaled(signal),
             message: None,
         };
     }
@@ -113,6 +140,16 @@ mod tests {
     fn exit_wins_over_a_late_signal() {
         let got = outcome(Err(wasmtime::Error::new(I32Exit(3))), Some(libc::SIGTERM));
         assert_eq!(got.status, 3);
+    }
+
+    #[test]
+    fn wait_statuses_map_to_codes() {
+        let pid = Pid::from_raw(9);
+        assert_eq!(of_wait(WaitStatus::Exited(pid, 3)), Some((pid, 3)));
+        let killed = WaitStatus::Signaled(pid, nix::sys::signal::Signal::SIGKILL, false);
+        assert_eq!(of_wait(killed), Some((pid, 137)));
+        assert_eq!(of_wait(WaitStatus::StillAlive), None);
+        assert_eq!((TRAP, LOST, signaled(libc::SIGTERM)), (134, 137, 143));
     }
 
     #[test]

@@ -4,20 +4,23 @@
 //! The child is created by `clone` with fresh namespaces and immediately
 //! exec's the shim binary's hidden `__child` sub-command, which lands in
 //! [`child::main`]: it reads the bundle's `config.json`, builds the sandbox
-//! (mounts, pivot_root, hostname, user), loads and checks the Wasm module,
-//! tells the shim it is ready, waits for Start and then runs the module and
-//! exits with the module's status.
+//! (namespaces, mounts, /dev, pivot_root, sysctl, masks, rlimits, user,
+//! capabilities, seccomp), loads and checks the Wasm module or finds the
+//! native program, tells the shim it is ready, waits for Start and then
+//! runs the module and exits with its status, or execve's the program.
 
-pub mod caps;
 pub mod child;
 pub mod error;
 pub mod exit;
 pub mod kind;
+pub mod limits;
+pub mod native;
 pub mod protocol;
 pub mod sandbox;
 pub mod signals;
 pub mod spawn;
 pub mod spec;
+pub mod unsupported;
 pub mod wasm;
 
 pub use error::Error;

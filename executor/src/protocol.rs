@@ -8,6 +8,8 @@
 //! End of file on the control pipe before Start means the shim is gone or
 //! the task was deleted: the child then exits without running the guest.
 
+use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::RawFd;
 
 /// The hidden sub-command of the shim binary that runs a container's child.
@@ -24,12 +26,51 @@ pub const GO_START: u8 = b's';
 const READY: &str = "ready";
 const ERROR_PREFIX: &str = "error: ";
 
-pub fn encode_ready() -> Vec<u8> {
+fn encode_ready() -> Vec<u8> {
     READY.as_bytes().to_vec()
 }
 
-pub fn encode_error(message: &str) -> Vec<u8> {
+fn encode_error(message: &str) -> Vec<u8> {
     format!("{ERROR_PREFIX}{message}").into_bytes()
+}
+
+// The shim's side.
+
+/// Lets a child that is in its cgroup exec the shim binary.
+pub fn release(control: &mut File) -> std::io::Result<()> {
+    control.write_all(&[GO_EXEC])
+}
+
+/// Waits (blocking) for the child's report until it closes its end.
+/// `Ok(Err(None))` means it ended without a word: its exit status says why.
+pub fn await_report(mut status: File) -> std::io::Result<Result<(), Option<String>>> {
+    let mut report = Vec::new();
+    status.read_to_end(&mut report)?;
+    Ok(decode(&report))
+}
+
+/// Tells a created child to run its workload.
+pub fn start(control: &mut File) -> std::io::Result<()> {
+    control.write_all(&[GO_START])
+}
+
+// The child's side.
+
+/// Reports that the child is ready, or why it is not, and closes the pipe.
+pub fn report(mut status: File, result: Result<(), &str>) {
+    let bytes = match result {
+        Ok(()) => encode_ready(),
+        Err(message) => encode_error(message),
+    };
+    // A shim that is gone cannot be told; the child then ends on its own.
+    let _ = status.write_all(&bytes);
+}
+
+/// Waits for Start. False when the task was deleted first or the shim is
+/// gone (end of file): the child then runs nothing.
+pub fn await_start(mut control: File) -> bool {
+    let mut byte = [0u8];
+    control.read_exact(&mut byte).is_ok() && byte[0] == GO_START
 }
 
 /// Reads the child's report. An empty report means the child died before
@@ -50,6 +91,20 @@ pub fn decode(report: &[u8]) -> Result<(), Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sides_talk_over_pipes() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        report(File::from(w), Err("module /a.wasm: bad"));
+        let got = await_report(File::from(r)).unwrap();
+        assert_eq!(got, Err(Some("module /a.wasm: bad".to_string())));
+        let (r, w) = nix::unistd::pipe().unwrap();
+        start(&mut File::from(w)).unwrap();
+        assert!(await_start(File::from(r)));
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(w);
+        assert!(!await_start(File::from(r)));
+    }
 
     #[test]
     fn round_trips() {

@@ -76,5 +76,5 @@ fn watch() {
     }
     // SAFETY: _exit ends the process at once without running destructors or
     // atexit handlers, which the main thread may be using right now.
-    unsafe { libc::_exit(128 + number) }
+    unsafe { libc::_exit(crate::exit::signaled(number)) }
 }

@@ -18,6 +18,7 @@ use nix::sched::CloneFlags;
 use nix::unistd::{Pid, pipe2};
 
 use crate::error::{Error, Result};
+use crate::exit::EXEC_FAILED;
 use crate::protocol::{CONTROL_FD, GO_EXEC};
 
 // The raw clone call below passes the flags first and no stack, which is
@@ -28,8 +29,6 @@ compile_error!("spawn.rs: the raw clone(2) call is only written for x86_64 and a
 /// The lowest descriptor the fds handed to the child are moved to, above
 /// every target of the dup2 calls in the child, so none overwrites another.
 const HIGH_FD: RawFd = 10;
-/// The status the child exits with when it cannot exec.
-const EXEC_FAILED: c_int = 127;
 
 /// A child between clone and the end of its life.
 #[derive(Debug)]
@@ -137,11 +136,25 @@ unsafe fn after_clone(
 ) -> ! {
     // SAFETY: sigprocmask on a sigset prepared before clone; async-signal-safe.
     unsafe { libc::sigprocmask(libc::SIG_BLOCK, blocked, std::ptr::null_mut()) };
-    let control = fds[CONTROL_FD as usize];
+    for (target, fd) in fds.iter().enumerate() {
+        // SAFETY: dup2 of a descriptor we own onto a low slot; the sources
+        // are all >= HIGH_FD so no source is overwritten. dup2 clears
+        // close-on-exec on the target.
+        if unsafe { libc::dup2(*fd, target as c_int) } < 0 {
+            // SAFETY: _exit is async-signal-safe and runs no destructors.
+            unsafe { libc::_exit(EXEC_FAILED) };
+        }
+    }
+    // Every other descriptor goes now, before the wait below: among them
+    // is this child's copy of its own control pipe's write end (and those
+    // of children cloned beside it), which would keep the wait from ever
+    // seeing end-of-file if the shim died.
+    // SAFETY: close_range on this process's descriptors; async-signal-safe.
+    unsafe { libc::syscall(libc::SYS_close_range, fds.len() as c_int, u32::MAX, 0) };
     let mut byte = 0u8;
     loop {
         // SAFETY: read into a valid one-byte buffer; async-signal-safe.
-        let n = unsafe { libc::read(control, (&raw mut byte).cast::<c_void>(), 1) };
+        let n = unsafe { libc::read(CONTROL_FD, (&raw mut byte).cast::<c_void>(), 1) };
         if n == 1 && byte == GO_EXEC {
             break;
         }
@@ -152,15 +165,6 @@ unsafe fn after_clone(
         // The shim went away or refused: leave without running anything.
         // SAFETY: _exit is async-signal-safe and runs no destructors.
         unsafe { libc::_exit(EXEC_FAILED) };
-    }
-    for (target, fd) in fds.iter().enumerate() {
-        // SAFETY: dup2 of a descriptor we own onto a low slot; the sources
-        // are all >= HIGH_FD so no source is overwritten. dup2 clears
-        // close-on-exec on the target.
-        if unsafe { libc::dup2(*fd, target as c_int) } < 0 {
-            // SAFETY: as above.
-            unsafe { libc::_exit(EXEC_FAILED) };
-        }
     }
     // SAFETY: exe, argv and envp are NUL-terminated arrays prepared before clone.
     unsafe {

@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxDevice, LinuxNamespaceType, LinuxSeccomp, PosixRlimit, Spec};
 
 use crate::error::{Error, Result};
+use crate::sandbox::mount_spec::{self, MountSpec};
 
 /// The namespaces every container gets fresh, whatever the spec says: the
 /// child must be PID 1 of its own PID namespace, and mounts, IPC and the
@@ -29,13 +31,33 @@ pub struct ChildConfig {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub no_new_privileges: bool,
-    pub capabilities: crate::caps::CapSets,
+    pub capabilities: crate::sandbox::caps::CapSets,
     /// Namespaces to join by path, before the root is switched.
     pub join: Vec<(CloneFlags, PathBuf)>,
     /// Whether the spec asks for a new cgroup namespace. The child unshares
     /// it itself: made at clone time, its root would be the shim's cgroup,
     /// since the child only enters the container's cgroup after the clone.
     pub new_cgroup_namespace: bool,
+    /// Whether the container has a network namespace of its own (new or
+    /// joined), which `net.*` sysctls need.
+    pub own_network: bool,
+    pub mounts: Vec<MountSpec>,
+    /// `linux.rootfsPropagation`, else runc's rslave.
+    pub propagation: MsFlags,
+    /// `linux.devices`: nodes made in /dev besides the default ones.
+    pub devices: Vec<LinuxDevice>,
+    pub masked_paths: Vec<PathBuf>,
+    pub readonly_paths: Vec<PathBuf>,
+    pub domainname: Option<String>,
+    /// `linux.sysctl`, sorted by key.
+    pub sysctl: Vec<(String, String)>,
+    pub rlimits: Vec<PosixRlimit>,
+    pub umask: Option<u32>,
+    pub oom_score_adj: Option<i32>,
+    pub apparmor_profile: Option<String>,
+    pub seccomp: Option<LinuxSeccomp>,
+    /// `linux.resources.memory.limit`, which also bounds a Wasm guest.
+    pub memory_limit: Option<u64>,
 }
 
 pub fn load(bundle: &Path) -> Result<Spec> {
@@ -54,6 +76,11 @@ pub fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
             (LinuxNamespaceType::User, _) => {
                 return Err(Error::InvalidSpec(
                     "linux.namespaces: user namespaces are not supported".into(),
+                ));
+            }
+            (LinuxNamespaceType::Time, _) => {
+                return Err(Error::InvalidSpec(
+                    "linux.namespaces: time namespaces are not supported".into(),
                 ));
             }
             (typ @ (LinuxNamespaceType::Pid | LinuxNamespaceType::Mount), Some(path)) => {
@@ -97,6 +124,7 @@ pub fn wants_terminal(spec: &Spec) -> bool {
 }
 
 pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
+    crate::unsupported::check(spec)?;
     let process = spec
         .process()
         .as_ref()
@@ -141,6 +169,21 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
             cwd.display()
         )));
     }
+    let linux = spec.linux().clone().unwrap_or_default();
+    let mounts = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, m)| mount_spec::parse(i, m))
+        .collect::<Result<Vec<_>>>()?;
+    let mut sysctl: Vec<(String, String)> = linux
+        .sysctl()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    sysctl.sort();
     Ok(ChildConfig {
         args,
         env,
@@ -152,10 +195,54 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
-        capabilities: crate::caps::from_spec(process.capabilities().as_ref())?,
+        capabilities: crate::sandbox::caps::from_spec(process.capabilities().as_ref())?,
         join,
         new_cgroup_namespace: namespaces(spec)
             .any(|ns| ns.typ() == LinuxNamespaceType::Cgroup && ns.path().is_none()),
+        own_network: namespaces(spec).any(|ns| ns.typ() == LinuxNamespaceType::Network),
+        mounts,
+        propagation: propagation(linux.rootfs_propagation().as_deref())?,
+        devices: linux.devices().clone().unwrap_or_default(),
+        masked_paths: paths(linux.masked_paths()),
+        readonly_paths: paths(linux.readonly_paths()),
+        domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
+        sysctl,
+        rlimits: process.rlimits().clone().unwrap_or_default(),
+        umask: user.umask(),
+        oom_score_adj: process.oom_score_adj(),
+        apparmor_profile: process.apparmor_profile().clone().filter(|p| !p.is_empty()),
+        seccomp: linux.seccomp().clone(),
+        memory_limit: linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .filter(|l| *l > 0)
+            .map(|l| l as u64),
+    })
+}
+
+fn paths(list: &Option<Vec<String>>) -> Vec<PathBuf> {
+    list.iter().flatten().map(PathBuf::from).collect()
+}
+
+/// `linux.rootfsPropagation` as mount flags; runc's default is rslave,
+/// so that host mounts still reach the container but not the reverse.
+fn propagation(value: Option<&str>) -> Result<MsFlags> {
+    Ok(match value.unwrap_or("") {
+        "" | "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        other => {
+            return Err(Error::InvalidSpec(format!(
+                "linux.rootfsPropagation {other:?} is not a propagation mode"
+            )));
+        }
     })
 }
 

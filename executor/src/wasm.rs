@@ -8,6 +8,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::error::{Error, Result};
 use crate::kind::{Kind, detect};
+use crate::limits::GuestLimits;
 
 /// The entry point a command module exports.
 const DEFAULT_ENTRY: &str = "_start";
@@ -16,7 +17,7 @@ const DEFAULT_ENTRY: &str = "_start";
 /// everything that can fail before the guest runs has been checked.
 pub struct Prepared {
     pub engine: Engine,
-    instance_pre: InstancePre<WasiP1Ctx>,
+    instance_pre: InstancePre<Guest>,
     entry: String,
 }
 
@@ -25,6 +26,14 @@ pub struct GuestEnv<'a> {
     pub args: &'a [String],
     pub env: &'a [(String, String)],
     pub cwd: &'a Path,
+    /// The container's memory limit, which bounds the guest's memories.
+    pub memory_limit: Option<u64>,
+}
+
+/// The store's data: the guest's WASI context and its limits.
+pub struct Guest {
+    wasi: WasiP1Ctx,
+    limits: GuestLimits,
 }
 
 /// The engine the child runs guests with: wasmtime's defaults, which are
@@ -65,7 +74,7 @@ pub fn prepare(engine: &Engine, arg0: &str, bytes: &[u8]) -> Result<Prepared> {
         }
         Kind::Native => {
             return Err(fail(
-                "it is a native executable, not a WebAssembly module".into(),
+                "it is a native executable; the child runs those natively".into(),
             ));
         }
         Kind::Unknown(reason) => return Err(fail(reason.into())),
@@ -81,8 +90,9 @@ pub fn prepare(engine: &Engine, arg0: &str, bytes: &[u8]) -> Result<Prepared> {
         }
         None => return Err(fail(format!("it exports no function `{entry}`"))),
     }
-    let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
-    add_to_linker_sync(&mut linker, |ctx| ctx).map_err(|e| fail(format!("link WASI: {e:#}")))?;
+    let mut linker: Linker<Guest> = Linker::new(engine);
+    add_to_linker_sync(&mut linker, |guest: &mut Guest| &mut guest.wasi)
+        .map_err(|e| fail(format!("link WASI: {e:#}")))?;
     let instance_pre = linker
         .instantiate_pre(&module)
         .map_err(|e| fail(format!("cannot link: {e:#}")))?;
@@ -103,7 +113,12 @@ pub fn run(prepared: &Prepared, guest: &GuestEnv) -> wasmtime::Result<()> {
         // WASI libc resolves relative paths against a preopen named ".".
         wasi.preopened_dir(guest.cwd, ".", FsPerms::ReadWrite)?;
     }
-    let mut store = Store::new(&prepared.engine, wasi.build_p1());
+    let guest_data = Guest {
+        wasi: wasi.build_p1(),
+        limits: GuestLimits::new(guest.memory_limit),
+    };
+    let mut store = Store::new(&prepared.engine, guest_data);
+    store.limiter(|guest| &mut guest.limits);
     store.set_epoch_deadline(1);
     store.epoch_deadline_trap();
     let instance = prepared.instance_pre.instantiate(&mut store)?;
@@ -156,6 +171,7 @@ mod tests {
             args: &["/m.wasm".into()],
             env: &[],
             cwd: Path::new("/"),
+            memory_limit: None,
         };
         let outcome = crate::exit::outcome(run(&prepared, &guest), None);
         assert_eq!(outcome.status, 7);

@@ -2,13 +2,12 @@
 //! cgroup and sandboxed child, created together and removed together.
 
 use std::fs::File;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use containerd_shim::api::CreateTaskRequest;
-use executor::protocol::{self, CHILD_SUBCOMMAND, GO_EXEC, GO_START};
+use executor::protocol::{self, CHILD_SUBCOMMAND};
 use executor::spawn::spawn_child;
 use executor::spec;
 use nix::sys::signal::Signal;
@@ -19,8 +18,9 @@ use crate::cgroup::{self, Cgroup};
 use crate::errors::Fail;
 use crate::reaper::Reaper;
 
-/// The file in the bundle that records the child's pid, so that the
-/// `delete` action can find a child whose shim died.
+/// The file in the bundle that records the child's pid and start time, so
+/// that the `delete` action can find a child whose shim died, and never
+/// mistake a process that reused the pid for it.
 pub const PID_FILE: &str = "init.pid";
 
 /// How long a child may take to build its sandbox and compile its module.
@@ -127,6 +127,10 @@ async fn create_with(
         cg.create()
             .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
         log::debug!("task {id}: cgroup {path}");
+        if let Some(limits) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cg.apply(limits)
+                .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+        }
     }
 
     let bundle = resources.bundle.to_string_lossy().into_owned();
@@ -141,14 +145,14 @@ async fn create_with(
     drop(stdio);
     log::debug!("task {id}: child {pid} cloned with {flags:?}");
 
-    let bundle = &resources.bundle;
-    let ready = start_child(id, pid, child.status, child.control, &resources.cgroup)
-        .await
-        .and_then(|control| {
-            std::fs::write(bundle.join(PID_FILE), pid.to_string())
-                .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e}")))?;
-            Ok(control)
-        });
+    // Recorded at once: if the shim dies from here on, the `delete` action
+    // finds the child by this file and kills it.
+    let ready = write_pid_file(&resources.bundle, pid)
+        .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e:#}")));
+    let ready = match ready {
+        Ok(()) => start_child(id, pid, child.status, child.control, &resources.cgroup).await,
+        Err(fail) => Err(fail),
+    };
     match ready {
         Ok(control) => Ok((pid, control, stdin_hold, exit)),
         Err(fail) => {
@@ -182,14 +186,9 @@ async fn start_child(
         cg.add(pid.as_raw())
             .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
     }
-    control
-        .write_all(&[GO_EXEC])
+    protocol::release(&mut control)
         .map_err(|e| Fail::internal(format!("task {id}: release child {pid}: {e}")))?;
-    let read = tokio::task::spawn_blocking(move || {
-        let mut status = status;
-        let mut report = Vec::new();
-        status.read_to_end(&mut report).map(|_| report)
-    });
+    let read = tokio::task::spawn_blocking(move || protocol::await_report(status));
     // The caller kills a child that overstays, which ends the read.
     let report = tokio::time::timeout(PREPARE_TIMEOUT, read)
         .await
@@ -200,7 +199,7 @@ async fn start_child(
         })?
         .map_err(|e| Fail::internal(format!("task {id}: {e}")))?
         .map_err(|e| Fail::internal(format!("task {id}: read the child's report: {e}")))?;
-    match protocol::decode(&report) {
+    match report {
         Ok(()) => Ok(control),
         Err(Some(message)) => Err(Fail::invalid(format!("task {id}: {message}"))),
         // Completed with the child's exit status by the caller.
@@ -210,14 +209,39 @@ async fn start_child(
     }
 }
 
-/// Lets a created child run its guest.
+/// Lets a created child run its workload.
 pub fn start(control: &mut File) -> anyhow::Result<()> {
-    control
-        .write_all(&[GO_START])
-        .context("tell the child to start")
+    protocol::start(control).context("tell the child to start")
+}
+
+/// Writes `<pid> <start time>` to the bundle's pid file.
+fn write_pid_file(bundle: &Path, pid: Pid) -> anyhow::Result<()> {
+    let started = start_time(pid.as_raw()).context("read the child's start time")?;
+    std::fs::write(bundle.join(PID_FILE), format!("{pid} {started}"))?;
+    Ok(())
+}
+
+/// The pid and start time recorded in the bundle's pid file.
+pub fn read_pid_file(bundle: &Path) -> Option<(i32, u64)> {
+    let text = std::fs::read_to_string(bundle.join(PID_FILE)).ok()?;
+    let (pid, started) = text.trim().split_once(' ')?;
+    Some((pid.parse().ok()?, started.parse().ok()?))
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`): with the pid, it names one process for good.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it do not.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(19)?.parse().ok()
 }
 
 impl Resources {
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
+    }
+
     /// Removes the cgroup, unmounts the rootfs and the pid file. The child
     /// must be gone. Every step is tried even when one fails.
     pub fn release(&mut self) -> anyhow::Result<()> {

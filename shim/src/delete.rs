@@ -7,12 +7,11 @@ use anyhow::Context;
 use containerd_shim::DeleteResponse;
 use containerd_shim::Flags;
 use containerd_shim::protos::protobuf::Message;
-use executor::protocol::CHILD_SUBCOMMAND;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::container::{PID_FILE, unmount};
-use crate::service::timestamp;
+use crate::container::{PID_FILE, read_pid_file, start_time, unmount};
+use crate::task::timestamp;
 
 pub fn run(flags: &Flags) -> anyhow::Result<()> {
     let bundle = if flags.bundle.is_empty() {
@@ -20,11 +19,10 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     } else {
         flags.bundle.clone().into()
     };
-    let pid = std::fs::read_to_string(bundle.join(PID_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
-    if let Some(pid) = pid
-        && is_our_child(pid, &flags.id)
+    let recorded = read_pid_file(&bundle);
+    let pid = recorded.map(|(pid, _)| pid);
+    if let Some((pid, started)) = recorded
+        && is_our_child(pid, started)
     {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         wait_gone(pid, Duration::from_secs(5));
@@ -49,7 +47,7 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     // here (or earlier): report it as killed, as containerd's runc shim does.
     let response = DeleteResponse {
         pid: pid.unwrap_or_default() as u32,
-        exit_status: 128 + libc::SIGKILL as u32,
+        exit_status: executor::exit::LOST as u32,
         exited_at: Some(timestamp(SystemTime::now())).into(),
         ..Default::default()
     };
@@ -57,13 +55,12 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `pid` is the child of container `id`, not a recycled pid.
-fn is_our_child(pid: i32, id: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.get(1) == Some(&CHILD_SUBCOMMAND.as_bytes()) && args.get(2) == Some(&id.as_bytes())
+/// Whether `pid` is still the child recorded at Create, not a process that
+/// reused its pid: a pid and a start time name one process for good. (The
+/// command line would not do: a native container's child has exec'd its
+/// program and no longer shows the shim's.)
+fn is_our_child(pid: i32, started: u64) -> bool {
+    start_time(pid) == Some(started)
 }
 
 /// Waits until the process is gone or a zombie (its parent died with the

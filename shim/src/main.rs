@@ -5,13 +5,12 @@ mod cgroup;
 mod container;
 mod delete;
 mod errors;
-mod lifecycle;
+mod events;
 mod reaper;
 mod serve;
-mod service;
 mod start;
 mod stdio;
-mod task_api;
+mod task;
 mod version;
 
 use std::process::ExitCode;
@@ -37,7 +36,7 @@ fn main() -> ExitCode {
     }
     let result = match flags.action.as_str() {
         _ if flags.info => info(),
-        "start" => start::run(&flags),
+        "start" => start::run(&flags).inspect_err(|e| log_to_bundle(&format!("start: {e:#}"))),
         "delete" => delete::run(&flags),
         _ if flags.socket.is_empty() => Err(anyhow::anyhow!(
             "no action given: containerd runs this binary with start, delete or -socket"
@@ -56,6 +55,20 @@ fn main() -> ExitCode {
             eprintln!("{RUNTIME}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes a line to the bundle's `log` fifo, the shim log that containerd
+/// copies into its own, for an action that fails before any logger
+/// exists. Without a reader (no containerd), nothing is written.
+fn log_to_bundle(line: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("log");
+    if let Ok(mut fifo) = fifo {
+        let _ = std::io::Write::write_all(&mut fifo, format!("{RUNTIME}: {line}\n").as_bytes());
     }
 }
 

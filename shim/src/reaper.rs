@@ -11,24 +11,16 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use executor::exit::of_wait;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
 #[derive(Default)]
 pub struct Reaper {
     waiters: Mutex<HashMap<i32, oneshot::Sender<i32>>>,
-}
-
-/// The exit status the Task API reports: the code, or 128 + signal.
-fn exit_status(status: WaitStatus) -> Option<(Pid, i32)> {
-    match status {
-        WaitStatus::Exited(pid, code) => Some((pid, code)),
-        WaitStatus::Signaled(pid, signal, _) => Some((pid, 128 + signal as i32)),
-        _ => None,
-    }
 }
 
 impl Reaper {
@@ -65,7 +57,7 @@ impl Reaper {
         loop {
             let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
             let pid = match waitid(Id::All, flags) {
-                Ok(status) => match exit_status(status) {
+                Ok(status) => match of_wait(status) {
                     Some((pid, _)) => pid,
                     None => return,
                 },
@@ -77,7 +69,7 @@ impl Reaper {
                 }
             };
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            let Some((pid, code)) = waitpid(pid, None).ok().and_then(exit_status) else {
+            let Some((pid, code)) = waitpid(pid, None).ok().and_then(of_wait) else {
                 continue;
             };
             match waiters.remove(&pid.as_raw()) {

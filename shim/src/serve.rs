@@ -10,11 +10,11 @@ use containerd_shim::Flags;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::shim_async::create_task;
 use containerd_shim::protos::ttrpc::r#async::Server;
-use containerd_shim::publisher::RemotePublisher;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::events::Publisher;
 use crate::reaper::Reaper;
-use crate::service::Service;
+use crate::task::Service;
 
 /// containerd before 2.0 calls the v2 name of the same service.
 const TASK_V2: &str = "containerd.task.v2.Task";
@@ -46,18 +46,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     });
 
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .await
-        .map_err(|e| anyhow::anyhow!("connect to containerd at {ttrpc_address}: {e}"))?;
+    let publisher = Publisher::connect(&ttrpc_address, &flags.namespace).await?;
     let exit = Arc::new(ExitSignal::default());
     let exe = std::env::current_exe().context("locate the shim binary")?;
-    let service = Service::new(
-        reaper,
-        publisher,
-        flags.namespace.clone(),
-        exe,
-        exit.clone(),
-    );
+    let service = Service::new(reaper, publisher, exe, exit.clone());
     let task: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> = Arc::new(service);
     let mut v2 = create_task(task.clone());
     let v2 = v2
@@ -70,6 +62,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         .register_service(create_task(task))
         .register_service(v2);
     server.start().await.context("start the ttrpc server")?;
+    // The socket was bound under the `start` action's private umask; what
+    // the shim makes from now on (cgroups, bundle files) gets the usual.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     log::info!("serving {} for {}", flags.socket, flags.id);
     release_stdout()?;
 

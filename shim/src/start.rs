@@ -59,6 +59,10 @@ fn read_params(flags: &Flags) -> anyhow::Result<Params> {
 }
 
 pub fn run(flags: &Flags) -> anyhow::Result<()> {
+    // The socket directory and the socket the serving shim binds (it
+    // inherits this mask) are root's alone, whatever umask containerd
+    // runs with: anyone who can connect can send a Create.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let params = read_params(flags)?;
     let bundle = std::env::current_dir().context("current directory (the bundle)")?;
     let spec = executor::spec::load(&bundle).map_err(|e| anyhow::anyhow!(e.chain()))?;
@@ -77,6 +81,8 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     let socket = Path::new(address.trim_start_matches("unix://"));
     let dir = socket.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("make {} private", dir.display()))?;
     let dir_file = std::fs::File::open(dir).with_context(|| format!("open {}", dir.display()))?;
     let _lock = Flock::lock(dir_file, FlockArg::LockExclusive)
         .map_err(|(_, e)| anyhow::anyhow!("lock {}: {e}", dir.display()))?;
@@ -141,6 +147,10 @@ fn launch_server(
         command.arg("-debug");
     }
     let mut child = command.spawn().context("launch the serving shim")?;
+    // As containerd's runc shim: one above containerd, so that under
+    // memory pressure the kernel kills a shim before containerd.
+    containerd_shim::cgroup::adjust_oom_score(child.id())
+        .map_err(|e| anyhow::anyhow!("adjust the serving shim's oom_score_adj: {e}"))?;
     let mut out = Vec::new();
     if let Some(mut stdout) = child.stdout.take() {
         stdout

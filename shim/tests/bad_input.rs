@@ -92,3 +92,120 @@ fn terminal_is_refused() {
     assert!(ctrd.log().contains("terminal: true is not supported"));
     ctrd.assert_clean("tty-1");
 }
+
+/// A directory holding the hello module, the root of `--config` runs.
+fn hello_rootfs(ctrd: &Containerd) -> std::path::PathBuf {
+    let root = ctrd.dir().join("hello-rootfs");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.wasm"), test_images::HELLO_WASM).unwrap();
+    root
+}
+
+/// Runs ctr's default spec changed by `change` and expects Create to fail
+/// with every one of `expected`, in ctr's output and the containerd log,
+/// and nothing left behind.
+fn assert_spec_refused(
+    ctrd: &Containerd,
+    id: &str,
+    change: impl Fn(&mut serde_json::Value),
+    expected: &[&str],
+) {
+    let rootfs = hello_rootfs(ctrd);
+    let mut spec = ctrd.default_spec(&rootfs, id, &["/hello.wasm"]);
+    change(&mut spec);
+    let run = ctrd.run_config(common::RUNTIME, id, &spec);
+    assert_ne!(run.code, 0, "{id}: {run:?}");
+    for text in expected {
+        assert!(
+            run.stderr.contains(text),
+            "{id}: ctr's error lacks {text:?}: {}",
+            run.stderr
+        );
+        assert!(ctrd.log().contains(text), "{id}: the log lacks {text:?}");
+    }
+    ctrd.assert_clean(id);
+    let _ = ctrd.ctr(&["container", "delete", id]);
+}
+
+#[test]
+fn bad_specs_are_refused_by_field() {
+    let Some(ctrd) = containerd() else { return };
+    assert_spec_refused(
+        &ctrd,
+        "bad-ns",
+        |s| s["linux"]["namespaces"][0]["type"] = "nosuchns".into(),
+        &["config.json", "nosuchns"],
+    );
+    assert_spec_refused(
+        &ctrd,
+        "bad-device",
+        |s| {
+            s["linux"]["resources"]["devices"] = serde_json::json!([
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwx"}
+            ])
+        },
+        &[
+            "linux.resources.devices[1]",
+            "rwx",
+            "is not a combination of r, w and m",
+        ],
+    );
+    assert_spec_refused(
+        &ctrd,
+        "bad-mount",
+        |s| {
+            s["mounts"].as_array_mut().unwrap().push(
+                serde_json::json!({"destination": "data", "type": "tmpfs", "source": "tmpfs"}),
+            )
+        },
+        &["mounts[7]", "destination data is not an absolute path"],
+    );
+    assert_spec_refused(
+        &ctrd,
+        "bad-cgroup",
+        |s| s["linux"]["cgroupsPath"] = "/e2e/../../escape".into(),
+        &["linux.cgroupsPath", "'..'"],
+    );
+    assert_spec_refused(
+        &ctrd,
+        "bad-hooks",
+        |s| s["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]}),
+        &["hooks is not supported"],
+    );
+    wait_for(
+        "the shims of refused tasks to exit",
+        Duration::from_secs(10),
+        || common::shim_pids(ctrd.dir()).is_empty(),
+    );
+}
+
+/// runc skips a syscall name libseccomp does not know; so does this shim:
+/// the same profile runs the same native program under both.
+#[test]
+fn an_unknown_syscall_in_a_seccomp_profile_is_skipped_as_runc_skips_it() {
+    let Some(ctrd) = containerd() else { return };
+    let rootfs = ctrd.dir().join("seccomp-rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::write(rootfs.join("probe"), test_images::PROBE_ELF).unwrap();
+    std::fs::set_permissions(
+        rootfs.join("probe"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let profile = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["no_such_syscall_at_all", "kexec_load"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    for (runtime, id) in [
+        (common::RUNTIME, "seccomp-unknown-ours"),
+        ("io.containerd.runc.v2", "seccomp-unknown-runc"),
+    ] {
+        let mut spec = ctrd.default_spec(&rootfs, id, &["/probe"]);
+        spec["linux"]["seccomp"] = profile.clone();
+        let run = ctrd.run_config(runtime, id, &spec);
+        assert_eq!(run.code, 0, "{runtime}: {run:?}");
+        assert!(run.stdout.contains("Seccomp: 2"), "{runtime}: {run:?}");
+        ctrd.assert_clean(id);
+    }
+}

@@ -92,6 +92,33 @@ pub fn from_spec(caps: Option<&LinuxCapabilities>) -> Result<CapSets> {
     })
 }
 
+/// The sets a process holds after execve of a file without file
+/// capabilities, as the kernel computes them. A Wasm guest runs in the
+/// child without an execve, so the child takes these sets itself: then a
+/// non-root user keeps only what its ambient set gives it, as under runc.
+pub fn after_execve(sets: CapSets, uid: u32) -> CapSets {
+    if uid == 0 {
+        // Root's files count as fully capable: everything in the bounding
+        // or inheritable set becomes permitted and effective; ambient is
+        // cleared, as for any privileged execution.
+        let permitted = sets.inheritable | sets.bounding;
+        return CapSets {
+            permitted,
+            effective: permitted,
+            ambient: 0,
+            ..sets
+        };
+    }
+    // Ambient capabilities survive only if still permitted and inheritable.
+    let ambient = sets.ambient & sets.permitted & sets.inheritable;
+    CapSets {
+        permitted: ambient,
+        effective: ambient,
+        ambient,
+        ..sets
+    }
+}
+
 /// Drops every capability outside the bounding set. Must run while the
 /// process still has CAP_SETPCAP, before the user switch.
 pub fn drop_bounding(sets: &CapSets) -> Result<()> {
@@ -216,6 +243,28 @@ mod tests {
         assert_eq!(number("CAP_SYS_ADMIN"), Some(21));
         assert_eq!(number("CAP_CHECKPOINT_RESTORE"), Some(40));
         assert_eq!(number("CAP_NOPE"), None);
+    }
+
+    #[test]
+    fn execve_leaves_a_non_root_user_only_its_ambient_set() {
+        let all = CapSets {
+            bounding: 0b1111,
+            effective: 0b0111,
+            permitted: 0b0111,
+            inheritable: 0b0011,
+            ambient: 0b0101,
+        };
+        let user = after_execve(all, 1000);
+        assert_eq!(
+            (user.permitted, user.effective, user.ambient),
+            (0b0001, 0b0001, 0b0001)
+        );
+        assert_eq!((user.bounding, user.inheritable), (0b1111, 0b0011));
+        let root = after_execve(all, 0);
+        assert_eq!(
+            (root.permitted, root.effective, root.ambient),
+            (0b1111, 0b1111, 0)
+        );
     }
 
     #[test]

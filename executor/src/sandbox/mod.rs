@@ -1,18 +1,38 @@
-//! The sandbox steps the child takes on itself before it loads the guest:
-//! join namespaces given by path, make the container's rootfs its root,
-//! set the hostname and drop to the container's user.
+//! The sandbox the child builds around itself, in the order runc's init
+//! builds it (ARCHITECTURE.md lists the steps). [`enter`] does what needs
+//! root: namespaces, the root filesystem, names, sysctl, path masks,
+//! rlimits. [`drop_privileges`] then sets no_new_privs, seccomp, the user
+//! and the capabilities, the last step before the workload runs.
+
+pub mod caps;
+mod cgroup_mount;
+mod dev;
+pub mod mount_spec;
+mod paths;
+mod process;
+mod rootfs;
+pub mod seccomp;
 
 use std::fs::File;
-use std::path::Path;
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::unistd::{Gid, Uid, chdir, pivot_root, setgid, setgroups, sethostname, setuid};
+use nix::unistd::{Gid, Uid, chdir, setgid, setgroups, setuid};
 
-use crate::caps;
 use crate::error::{Error, Result};
 use crate::spec::ChildConfig;
 
+/// How the workload starts, which decides the capabilities it ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// A native program: the child execve's it, and the kernel computes
+    /// its capabilities from the sets applied here.
+    Native,
+    /// A Wasm guest running in the child itself: no execve follows, so the
+    /// child takes the sets an execve would have left it.
+    Wasm,
+}
+
+/// Everything that needs root, up to the switch to the container's root.
 pub fn enter(config: &ChildConfig) -> Result<()> {
     join_namespaces(config)?;
     // The shim put the child into its cgroup before letting it exec, so
@@ -20,15 +40,14 @@ pub fn enter(config: &ChildConfig) -> Result<()> {
     if config.new_cgroup_namespace {
         unshare(CloneFlags::CLONE_NEWCGROUP).map_err(Error::sys("unshare the cgroup namespace"))?;
     }
-    enter_rootfs(&config.rootfs, config.readonly_root, &config.cwd)?;
-    if let Some(hostname) = &config.hostname {
-        sethostname(hostname).map_err(Error::sys(format!("set hostname {hostname}")))?;
-    }
-    drop_privileges(config)?;
-    chdir(&config.cwd).map_err(Error::sys(format!(
-        "process.cwd {} inside the rootfs",
-        config.cwd.display()
-    )))
+    process::set_oom_score_adj(config.oom_score_adj)?;
+    rootfs::enter(config)?;
+    process::set_umask(config.umask);
+    process::set_names(config)?;
+    process::apply_sysctl(config)?;
+    paths::make_readonly(&config.readonly_paths)?;
+    paths::mask(&config.masked_paths)?;
+    process::set_rlimits(&config.rlimits)
 }
 
 fn join_namespaces(config: &ChildConfig) -> Result<()> {
@@ -40,51 +59,37 @@ fn join_namespaces(config: &ChildConfig) -> Result<()> {
     Ok(())
 }
 
-/// Makes `rootfs` the root of the child's mount namespace with
-/// pivot_root, so that the old root is not reachable any more (chroot
-/// alone can be escaped by a process with CAP_SYS_CHROOT).
-fn enter_rootfs(rootfs: &Path, readonly: bool, cwd: &Path) -> Result<()> {
-    let none: Option<&str> = None;
-    // Nothing the child mounts may propagate back to the host.
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
-        .map_err(Error::sys("make the mount namespace private"))?;
-    // pivot_root needs the new root to be a mount point.
-    mount(
-        Some(rootfs),
-        rootfs,
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        none,
-    )
-    .map_err(Error::sys(format!(
-        "bind mount rootfs {}",
-        rootfs.display()
-    )))?;
-    chdir(rootfs).map_err(Error::sys(format!("enter rootfs {}", rootfs.display())))?;
-    // Stacking the old root under the new one and detaching it avoids
-    // needing a directory for it inside the container's rootfs.
-    pivot_root(".", ".").map_err(Error::sys(format!("pivot_root into {}", rootfs.display())))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(Error::sys("detach the old root"))?;
-    chdir("/").map_err(Error::sys("enter the new root"))?;
-    // As runc, a missing working directory is created, as root and before
-    // the root turns read-only; if that fails, the chdir later says why.
-    let _ = std::fs::create_dir_all(cwd);
-    if readonly {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-        mount(none, "/", none, flags, none).map_err(Error::sys("make the root read-only"))?;
+/// no_new_privs, seccomp, user and capabilities in runc's order: seccomp
+/// goes first while still privileged when no_new_privs is off (loading a
+/// filter then needs CAP_SYS_ADMIN), else last of all.
+pub fn drop_privileges(config: &ChildConfig, workload: Workload) -> Result<()> {
+    let on_exec = workload == Workload::Native;
+    process::apply_apparmor(config.apparmor_profile.as_deref(), on_exec)?;
+    if config.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(Error::sys("set no_new_privs"))?;
     }
-    Ok(())
-}
-
-/// Switches to the container's user and capabilities in runc's order.
-fn drop_privileges(config: &ChildConfig) -> Result<()> {
-    caps::drop_bounding(&config.capabilities)?;
+    if !config.no_new_privileges
+        && let Some(profile) = &config.seccomp
+    {
+        seccomp::load(profile)?;
+    }
+    let sets = match workload {
+        Workload::Native => config.capabilities,
+        Workload::Wasm => caps::after_execve(config.capabilities, config.uid),
+    };
+    caps::drop_bounding(&sets)?;
     caps::keep_across_setuid(true)?;
     switch_user(config)?;
     caps::keep_across_setuid(false)?;
-    caps::apply(&config.capabilities)?;
-    if config.no_new_privileges {
-        nix::sys::prctl::set_no_new_privs().map_err(Error::sys("set no_new_privs"))?;
+    caps::apply(&sets)?;
+    chdir(&config.cwd).map_err(Error::sys(format!(
+        "process.cwd {} inside the rootfs",
+        config.cwd.display()
+    )))?;
+    if config.no_new_privileges
+        && let Some(profile) = &config.seccomp
+    {
+        seccomp::load(profile)?;
     }
     Ok(())
 }

@@ -1,6 +1,15 @@
 //! The container's cgroup: created from `linux.cgroupsPath` in every
 //! mounted hierarchy (cgroup v1), or in the unified one (v2), and removed
-//! when the task is deleted.
+//! when the task is deleted. Its limits (`limits`, `devices`), statistics
+//! (`stats`), freezer (`freeze`) and OOM notifications (`oom`) live beside.
+
+mod devices;
+mod freeze;
+mod limits;
+pub mod oom;
+mod stats;
+
+pub use limits::check_update;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -14,6 +23,8 @@ const MOUNTINFO: &str = "/proc/self/mountinfo";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
     pub dirs: Vec<PathBuf>,
+    /// The controllers of each directory's hierarchy (v1; empty in v2).
+    controllers: Vec<Vec<String>>,
     /// Made in v1 hierarchies (else in the unified v2 one).
     v1: bool,
 }
@@ -22,11 +33,17 @@ pub struct Cgroup {
 #[derive(Debug, PartialEq, Eq)]
 struct Hierarchies {
     roots: Vec<PathBuf>,
+    controllers: Vec<Vec<String>>,
     v1: bool,
 }
 
 /// The cgroup for `path` (not created yet).
 pub fn locate(path: &str) -> anyhow::Result<Cgroup> {
+    if is_systemd_form(path) && !Path::new("/run/systemd/system").exists() {
+        bail!(
+            "linux.cgroupsPath {path} is in systemd's slice:prefix:name form, but systemd is not running on this host (configure the cgroupfs driver: SystemdCgroup = false)"
+        );
+    }
     let relative = relative_path(path)?;
     let hierarchies = mounted_hierarchies()?;
     let dirs = hierarchies
@@ -36,6 +53,7 @@ pub fn locate(path: &str) -> anyhow::Result<Cgroup> {
         .collect();
     Ok(Cgroup {
         dirs,
+        controllers: hierarchies.controllers.clone(),
         v1: hierarchies.v1,
     })
 }
@@ -52,6 +70,61 @@ fn mounted_hierarchies() -> anyhow::Result<&'static Hierarchies> {
 }
 
 impl Cgroup {
+    /// A cgroup at `dir` of a unified (v2) hierarchy, or of a v1 hierarchy
+    /// per controller, without looking at the host's mounts: for tests on
+    /// a made-up tree.
+    #[cfg(test)]
+    pub fn at(dirs: Vec<(PathBuf, Vec<&str>)>, v1: bool) -> Cgroup {
+        let controllers = dirs
+            .iter()
+            .map(|(_, c)| c.iter().map(|s| s.to_string()).collect())
+            .collect();
+        Cgroup {
+            dirs: dirs.into_iter().map(|(d, _)| d).collect(),
+            controllers,
+            v1,
+        }
+    }
+
+    pub fn v2(&self) -> bool {
+        !self.v1
+    }
+
+    /// The directory that holds `controller`'s files: in v2 the one
+    /// directory, in v1 the one in that controller's hierarchy.
+    pub fn dir(&self, controller: &str) -> Option<&Path> {
+        if !self.v1 {
+            return self.dirs.first().map(PathBuf::as_path);
+        }
+        self.dirs
+            .iter()
+            .zip(&self.controllers)
+            .find(|(_, names)| names.iter().any(|n| n == controller))
+            .map(|(dir, _)| dir.as_path())
+    }
+
+    /// The contents of a controller's file, trimmed.
+    pub fn read(&self, controller: &str, file: &str) -> anyhow::Result<String> {
+        let dir = self
+            .dir(controller)
+            .with_context(|| format!("no {controller} cgroup hierarchy is mounted"))?;
+        let path = dir.join(file);
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        Ok(text.trim().to_string())
+    }
+
+    /// Writes a controller's file.
+    pub fn write(&self, controller: &str, file: &str, value: &str) -> anyhow::Result<()> {
+        let dir = self
+            .dir(controller)
+            .with_context(|| format!("no {controller} cgroup hierarchy is mounted"))?;
+        let path = dir.join(file);
+        log::debug!("cgroup: {} <- {value}", path.display());
+        std::fs::write(&path, value)
+            .with_context(|| format!("write {value:?} to {}", path.display()))
+    }
+
     pub fn create(&self) -> anyhow::Result<()> {
         for dir in &self.dirs {
             std::fs::create_dir_all(dir)
@@ -127,6 +200,7 @@ fn inherit_cpuset(dir: &Path) -> anyhow::Result<()> {
 /// pure v2 host, else every v1 hierarchy (named ones included, as runc).
 fn hierarchies(mountinfo: &str) -> Hierarchies {
     let mut v1 = Vec::new();
+    let mut v1_controllers = Vec::new();
     let mut v2 = Vec::new();
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -135,21 +209,37 @@ fn hierarchies(mountinfo: &str) -> Hierarchies {
         let Some(mount_point) = left.split(' ').nth(4) else {
             continue;
         };
-        match right.split(' ').next() {
-            Some("cgroup") => v1.push(PathBuf::from(mount_point)),
+        let mut right = right.split(' ');
+        match right.next() {
+            Some("cgroup") => {
+                v1.push(PathBuf::from(mount_point));
+                // The super options name the controllers: "rw,cpu,cpuacct".
+                let options = right.nth(1).unwrap_or("");
+                v1_controllers.push(options.split(',').map(str::to_string).collect());
+            }
             Some("cgroup2") => v2.push(PathBuf::from(mount_point)),
             _ => {}
         }
     }
     match v1.is_empty() {
         true => Hierarchies {
+            controllers: vec![Vec::new(); v2.len()],
             roots: v2,
             v1: false,
         },
-        false => Hierarchies {
-            roots: v1,
-            v1: true,
-        },
+        // A hybrid host also has the unified hierarchy (no controllers):
+        // runc puts the container there too, so the kernel and systemd
+        // see it as one group.
+        false => {
+            let unified = v2.len();
+            v1.extend(v2);
+            v1_controllers.extend(std::iter::repeat_n(vec!["unified".to_string()], unified));
+            Hierarchies {
+                roots: v1,
+                controllers: v1_controllers,
+                v1: true,
+            }
+        }
     }
 }
 
@@ -159,7 +249,7 @@ fn relative_path(path: &str) -> anyhow::Result<PathBuf> {
     if path.split('/').any(|part| part == "..") {
         bail!("linux.cgroupsPath {path} must not contain '..'");
     }
-    if !path.starts_with('/') && path.matches(':').count() == 2 {
+    if is_systemd_form(path) {
         let mut parts = path.splitn(3, ':');
         let (slice, prefix, name) = (
             parts.next().unwrap_or(""),
@@ -174,6 +264,10 @@ fn relative_path(path: &str) -> anyhow::Result<PathBuf> {
         return Ok(expand_slice(slice)?.join(format!("{prefix}-{name}.scope")));
     }
     Ok(PathBuf::from(path.trim_start_matches('/')))
+}
+
+fn is_systemd_form(path: &str) -> bool {
+    !path.starts_with('/') && path.matches(':').count() == 2
 }
 
 /// `a-b-c.slice` lives at `a.slice/a-b.slice/a-b-c.slice`.
@@ -207,23 +301,37 @@ mod tests {
 
     #[test]
     fn picks_v1_hierarchies_or_the_unified_one() {
+        let hybrid = hierarchies(HYBRID);
         assert_eq!(
-            hierarchies(HYBRID),
-            Hierarchies {
-                roots: vec![
-                    PathBuf::from("/sys/fs/cgroup/memory"),
-                    PathBuf::from("/sys/fs/cgroup/pids")
-                ],
-                v1: true
-            }
+            hybrid.roots,
+            [
+                PathBuf::from("/sys/fs/cgroup/memory"),
+                PathBuf::from("/sys/fs/cgroup/pids"),
+                PathBuf::from("/sys/fs/cgroup/unified")
+            ]
         );
-        assert_eq!(
-            hierarchies(UNIFIED),
-            Hierarchies {
-                roots: vec![PathBuf::from("/sys/fs/cgroup")],
-                v1: false
-            }
+        assert_eq!(hybrid.controllers[2], ["unified"]);
+        assert!(hybrid.v1);
+        assert_eq!(hybrid.controllers[0], ["rw", "memory"]);
+        let unified = hierarchies(UNIFIED);
+        assert_eq!(unified.roots, [PathBuf::from("/sys/fs/cgroup")]);
+        assert!(!unified.v1);
+    }
+
+    #[test]
+    fn finds_the_directory_of_a_controller() {
+        let cg = Cgroup::at(
+            vec![
+                (PathBuf::from("/m/c1"), vec!["rw", "memory"]),
+                (PathBuf::from("/cc/c1"), vec!["rw", "cpu", "cpuacct"]),
+            ],
+            true,
         );
+        assert_eq!(cg.dir("cpuacct"), Some(Path::new("/cc/c1")));
+        assert_eq!(cg.dir("memory"), Some(Path::new("/m/c1")));
+        assert_eq!(cg.dir("pids"), None);
+        let v2 = Cgroup::at(vec![(PathBuf::from("/u/c1"), vec![])], false);
+        assert_eq!(v2.dir("pids"), Some(Path::new("/u/c1")));
     }
 
     /// In v2 an empty cpuset.cpus is normal (the parent's set applies) and
@@ -236,10 +344,7 @@ mod tests {
         std::fs::create_dir(&ns).unwrap();
         std::fs::write(ns.join("cpuset.cpus"), "").unwrap();
         std::fs::write(ns.join("cpuset.mems"), "").unwrap();
-        let unified = Cgroup {
-            dirs: vec![ns.join("c1")],
-            v1: false,
-        };
+        let unified = Cgroup::at(vec![(ns.join("c1"), vec![])], false);
         unified.create().unwrap();
         assert_eq!(std::fs::read_to_string(ns.join("cpuset.cpus")).unwrap(), "");
 
@@ -249,10 +354,7 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("cpuset.cpus"), "").unwrap();
         std::fs::write(dir.join("cpuset.mems"), "").unwrap();
-        let v1 = Cgroup {
-            dirs: vec![dir.clone()],
-            v1: true,
-        };
+        let v1 = Cgroup::at(vec![(dir.clone(), vec!["cpuset"])], true);
         v1.create().unwrap();
         for level in [&ns, &dir] {
             assert_eq!(

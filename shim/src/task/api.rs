@@ -10,8 +10,8 @@ use containerd_shim::api::{self, Empty};
 use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 
+use super::service::{RpcResult, Service};
 use crate::errors::Fail;
-use crate::service::{RpcResult, Service};
 
 /// The shim runs one process per container and no exec'd processes.
 fn no_exec(id: &str, exec_id: &str) -> RpcResult<()> {
@@ -183,12 +183,14 @@ impl Task for Service {
         unsupported("exec")
     }
 
-    async fn pause(&self, _: &TtrpcContext, _: api::PauseRequest) -> TtrpcResult<Empty> {
-        unsupported("pause")
+    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
+        reply("pause", self.pause_task(&req.id).await)?;
+        Ok(Empty::default())
     }
 
-    async fn resume(&self, _: &TtrpcContext, _: api::ResumeRequest) -> TtrpcResult<Empty> {
-        unsupported("resume")
+    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<Empty> {
+        reply("resume", self.resume_task(&req.id).await)?;
+        Ok(Empty::default())
     }
 
     async fn checkpoint(
@@ -203,15 +205,16 @@ impl Task for Service {
         unsupported("resize_pty (there is no terminal)")
     }
 
-    async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
-        unsupported("update of resources")
+    async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
+        reply("update", self.update_task(&req).await)?;
+        Ok(Empty::default())
     }
 
     async fn stats(
         &self,
         _: &TtrpcContext,
-        _: api::StatsRequest,
+        req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        unsupported("stats")
+        reply("stats", self.stats_of(&req.id).await)
     }
 }

@@ -1,14 +1,13 @@
-//! The Task API: containerd's RPCs mapped onto the lifecycle state
-//! machine and the containers' operating-system resources.
+//! The Task API: containerd's RPCs mapped onto the lifecycle table and the
+//! containers' operating-system resources.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use containerd_shim::Context;
 use containerd_shim::api;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
@@ -16,80 +15,94 @@ use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::types::task::{ProcessInfo, Status as ApiStatus};
-use containerd_shim::publisher::RemotePublisher;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, MutexGuard, watch};
 
+use super::lifecycle::{Event, Exit, Status, next};
 use crate::container::{self, Resources};
 use crate::errors::Fail;
-use crate::lifecycle::{Event, Status, next};
+use crate::events::Publisher;
 use crate::reaper::Reaper;
 
-struct TaskEntry {
-    pid: Pid,
-    bundle: PathBuf,
+/// One row of the table: a task from the start of its Create to the end
+/// of its Delete.
+pub(super) struct TaskEntry {
+    /// The task's status. Kept in a watch cell so that Wait and Delete can
+    /// wait for the exit; it is the only place the exit status is held.
+    status: watch::Sender<Status>,
+    pub(super) bundle: PathBuf,
     stdio: [String; 3],
-    status: Status,
-    control: Option<File>,
-    stdin_hold: Option<crate::stdio::StdinHold>,
-    resources: Resources,
-    stopped: watch::Sender<Option<(u32, SystemTime)>>,
+    /// What the task owns once Create has made it.
+    pub(super) live: Option<Live>,
 }
 
-struct Inner {
+pub(super) struct Live {
+    pub(super) pid: Pid,
+    /// The go-ahead pipe to the child, until Start or the exit.
+    control: Option<File>,
+    stdin_hold: Option<crate::stdio::StdinHold>,
+    pub(super) resources: Resources,
+}
+
+impl TaskEntry {
+    pub(super) fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    /// Moves the task through `event`, or says why it cannot.
+    pub(super) fn apply(&self, id: &str, event: Event) -> Result<Status, Fail> {
+        let status = next(id, self.status(), event)?;
+        self.status.send_replace(status);
+        Ok(status)
+    }
+
+    /// The task's resources, for an RPC that `event` allows now.
+    pub(super) fn live(&self, id: &str, event: Event) -> Result<&Live, Fail> {
+        next(id, self.status(), event)?;
+        self.live
+            .as_ref()
+            .ok_or_else(|| Fail::internal(format!("task {id} has no process")))
+    }
+}
+
+pub(super) struct Inner {
     tasks: Mutex<HashMap<String, TaskEntry>>,
-    /// Ids whose Create is under way: they are taken, and the shim is not idle.
-    creating: std::sync::Mutex<HashSet<String>>,
-    /// Deletes under way: their task has left the table, but its cgroup and
-    /// mount are still being released, so the shim is not idle.
-    deleting: AtomicUsize,
-    reaper: Arc<Reaper>,
-    publisher: RemotePublisher,
-    namespace: String,
+    pub(super) reaper: Arc<Reaper>,
+    publisher: Publisher,
     exe: PathBuf,
     exit: Arc<ExitSignal>,
 }
 
 /// The task service of one shim; cheap to clone.
 #[derive(Clone)]
-pub struct Service(Arc<Inner>);
+pub struct Service(pub(super) Arc<Inner>);
 
 pub type RpcResult<T> = Result<T, Fail>;
 
 impl Service {
     pub fn new(
         reaper: Arc<Reaper>,
-        publisher: RemotePublisher,
-        namespace: String,
+        publisher: Publisher,
         exe: PathBuf,
         exit: Arc<ExitSignal>,
     ) -> Self {
         Service(Arc::new(Inner {
             tasks: Mutex::new(HashMap::new()),
-            creating: std::sync::Mutex::new(HashSet::new()),
-            deleting: AtomicUsize::new(0),
             reaper,
             publisher,
-            namespace,
             exe,
             exit,
         }))
     }
 
-    fn creating(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0.creating.lock().unwrap_or_else(|e| e.into_inner())
+    pub(super) async fn table(&self) -> MutexGuard<'_, HashMap<String, TaskEntry>> {
+        self.0.tasks.lock().await
     }
 
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let result = self
-            .0
-            .publisher
-            .publish(Context::default(), topic, &self.0.namespace, event)
-            .await;
-        if let Err(e) = result {
-            log::warn!("publish {topic}: {e}");
-        }
+    /// Delivers an event to containerd before returning.
+    pub(super) async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        self.0.publisher.publish(topic, event).await;
     }
 
     /// Creates the task for a caller that may give up before it is done:
@@ -132,44 +145,54 @@ impl Service {
             )));
         }
         {
-            let tasks = self.0.tasks.lock().await;
-            if tasks.contains_key(&id) || !self.creating().insert(id.clone()) {
+            let mut tasks = self.table().await;
+            if tasks.contains_key(&id) {
                 return Err(Fail::already_exists(format!("task {id} already exists")));
             }
+            let (status, _) = watch::channel(Status::Creating);
+            tasks.insert(
+                id.clone(),
+                TaskEntry {
+                    status,
+                    bundle: PathBuf::from(&req.bundle),
+                    stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+                    live: None,
+                },
+            );
         }
         let created = container::create(&req, &self.0.exe, &self.0.reaper).await;
+        let mut tasks = self.table().await;
         let created = match created {
             Ok(created) => created,
             Err(fail) => {
-                self.creating().remove(&id);
+                tasks.remove(&id);
                 return Err(fail);
             }
         };
         let pid = created.pid;
-        let (stopped, _) = watch::channel(None);
-        let entry = TaskEntry {
+        let entry = tasks
+            .get_mut(&id)
+            .ok_or_else(|| Fail::internal(format!("task {id} left the table while created")))?;
+        entry.live = Some(Live {
             pid,
-            bundle: created.resources.bundle.clone(),
-            stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
-            status: Status::Created,
             control: Some(created.control),
             stdin_hold: created.stdin_hold,
             resources: created.resources,
-            stopped,
-        };
-        let mut tasks = self.0.tasks.lock().await;
-        tasks.insert(id.clone(), entry);
-        self.creating().remove(&id);
+        });
+        entry.apply(&id, Event::Created)?;
         log::info!("task {id}: created, pid {pid}");
+        if let Some(cg) = entry.live.as_ref().and_then(|l| l.resources.cgroup()) {
+            self.watch_oom(&id, cg);
+        }
         // The exit is handled under the table's lock, so after the create
         // event below; the watcher exists before any await can be cut short.
         let service = self.clone();
         let id_exit = id.clone();
         let exit = created.exit;
         tokio::spawn(async move {
-            // A dropped sender means the reaper lost the child: report it
-            // as killed rather than leave Wait hanging.
-            let code = exit.await.unwrap_or(128 + libc::SIGKILL);
+            // A dropped sender means the reaper lost the child: report the
+            // status as lost rather than leave Wait hanging.
+            let code = exit.await.unwrap_or(executor::exit::LOST);
             service.on_exit(&id_exit, code as u32).await;
         });
         self.publish(
@@ -200,18 +223,23 @@ impl Service {
 
     async fn on_exit(&self, id: &str, code: u32) {
         let at = SystemTime::now();
-        let mut tasks = self.0.tasks.lock().await;
+        let mut tasks = self.table().await;
         let Some(task) = tasks.get_mut(id) else {
             return;
         };
-        let Ok(status) = next(id, task.status, Event::Exit { code, at }) else {
+        let before = task.status();
+        let Ok(status) = task.apply(id, Event::Exit(Exit { code, at })) else {
             return;
         };
-        task.status = status;
-        task.control = None;
-        task.stdin_hold = None;
-        let pid = task.pid.as_raw() as u32;
-        task.stopped.send_replace(Some((code, at)));
+        if status == before {
+            return;
+        }
+        let Some(live) = task.live.as_mut() else {
+            return;
+        };
+        live.control = None;
+        live.stdin_hold = None;
+        let pid = live.pid.as_raw() as u32;
         log::info!("task {id}: exited with status {code}");
         self.publish(
             topics::TASK_EXIT_EVENT_TOPIC,
@@ -228,17 +256,21 @@ impl Service {
     }
 
     pub async fn start_task(&self, id: &str) -> RpcResult<api::StartResponse> {
-        let mut tasks = self.0.tasks.lock().await;
+        let mut tasks = self.table().await;
         let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
-        let status = next(id, task.status, Event::Start)?;
-        let control = task
+        next(id, task.status(), Event::Start)?;
+        let live = task
+            .live
+            .as_mut()
+            .ok_or_else(|| Fail::internal(format!("task {id} has no process")))?;
+        let control = live
             .control
             .as_mut()
             .ok_or_else(|| Fail::precondition(format!("task {id} has already exited")))?;
         container::start(control).map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
-        task.status = status;
-        task.control = None;
-        let pid = task.pid.as_raw() as u32;
+        live.control = None;
+        let pid = live.pid.as_raw() as u32;
+        task.apply(id, Event::Start)?;
         log::info!("task {id}: started");
         // Published under the lock, so the exit event cannot come first.
         self.publish(
@@ -257,68 +289,79 @@ impl Service {
     }
 
     pub async fn kill_task(&self, req: &api::KillRequest) -> RpcResult<()> {
-        let tasks = self.0.tasks.lock().await;
+        let tasks = self.table().await;
         let task = tasks.get(&req.id).ok_or_else(|| not_found(&req.id))?;
-        next(&req.id, task.status, Event::Kill)?;
+        let live = task.live(&req.id, Event::Signal)?;
         let signal = Signal::try_from(req.signal as i32).map_err(|_| {
             Fail::invalid(format!("task {}: unknown signal {}", req.id, req.signal))
         })?;
         log::info!("task {}: sending {signal}", req.id);
-        match self.0.reaper.signal(task.pid, signal) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Fail::not_found(format!(
-                "task {}: process already finished",
-                req.id
-            ))),
-            Err(e) => Err(Fail::internal(format!(
-                "task {}: kill {}: {e}",
-                req.id, task.pid
-            ))),
+        match self.0.reaper.signal(live.pid, signal) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Fail::not_found(format!(
+                    "task {}: process already finished",
+                    req.id
+                )));
+            }
+            Err(e) => {
+                return Err(Fail::internal(format!(
+                    "task {}: kill {}: {e}",
+                    req.id, live.pid
+                )));
+            }
         }
+        // A frozen process does not die until it is thawed; as runc does,
+        // a SIGKILL to a paused task thaws it so that it ends now.
+        if signal == Signal::SIGKILL && task.status() == Status::Paused {
+            super::cgroup_rpcs::thaw_for_kill(&req.id, live);
+        }
+        Ok(())
     }
 
     pub async fn delete_task(&self, id: &str) -> RpcResult<api::DeleteResponse> {
-        let _busy = Busy::new(&self.0.deleting);
-        self.delete_counted(id).await
-    }
-
-    async fn delete_counted(&self, id: &str) -> RpcResult<api::DeleteResponse> {
         let mut stopped = {
-            let tasks = self.0.tasks.lock().await;
+            let tasks = self.table().await;
             let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-            match task.status {
-                Status::Running => {
-                    next(id, task.status, Event::Delete)?;
-                }
+            match task.status() {
                 // A child that was never started holds no work: end it.
                 Status::Created => {
-                    let _ = self.0.reaper.signal(task.pid, Signal::SIGKILL);
+                    if let Some(live) = &task.live {
+                        let _ = self.0.reaper.signal(live.pid, Signal::SIGKILL);
+                    }
                 }
-                Status::Stopped { .. } => {}
+                Status::Stopped(_) => {}
+                status => {
+                    next(id, status, Event::Delete)?;
+                }
             }
-            task.stopped.subscribe()
+            task.status.subscribe()
         };
-        let _ = stopped.wait_for(Option::is_some).await;
-        let (task, code, at) = {
-            let mut tasks = self.0.tasks.lock().await;
-            let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-            let Status::Stopped { code, at } = next(id, task.status, Event::Delete)? else {
+        let _ = stopped.wait_for(|s| s.exit().is_some()).await;
+        let (pid, exit, mut resources) = {
+            let mut tasks = self.table().await;
+            let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
+            let Status::Deleting(exit) = task.apply(id, Event::Delete)? else {
                 return Err(Fail::internal(format!(
-                    "task {id}: not stopped after its exit"
+                    "task {id}: not deleting after Delete"
                 )));
             };
-            (tasks.remove(id).ok_or_else(|| not_found(id))?, code, at)
+            let live = task
+                .live
+                .take()
+                .ok_or_else(|| Fail::internal(format!("task {id} has no process")))?;
+            (live.pid.as_raw() as u32, exit, live.resources)
         };
-        let pid = task.pid.as_raw() as u32;
         // Removing cgroups may wait for the kernel: off the runtime and
         // without the table's lock, so other tasks' RPCs go on meanwhile.
-        let mut resources = task.resources;
+        // The entry stays (Deleting) until then, so the shim stays up.
         let released = tokio::task::spawn_blocking(move || resources.release()).await;
         match released {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::error!("task {id}: {e:#}"),
             Err(e) => log::error!("task {id}: release: {e}"),
         }
+        self.table().await.remove(id);
         log::info!("task {id}: deleted");
         self.publish(
             topics::TASK_DELETE_EVENT_TOPIC,
@@ -326,72 +369,76 @@ impl Service {
                 container_id: id.to_string(),
                 id: id.to_string(),
                 pid,
-                exit_status: code,
-                exited_at: Some(timestamp(at)).into(),
+                exit_status: exit.code,
+                exited_at: Some(timestamp(exit.at)).into(),
                 ..Default::default()
             }),
         )
         .await;
         Ok(api::DeleteResponse {
             pid,
-            exit_status: code,
-            exited_at: Some(timestamp(at)).into(),
+            exit_status: exit.code,
+            exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
         })
     }
 
     pub async fn state_of(&self, id: &str) -> RpcResult<api::StateResponse> {
-        let tasks = self.0.tasks.lock().await;
+        let tasks = self.table().await;
         let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-        let (status, exit_status, exited_at) = match task.status {
-            Status::Created => (ApiStatus::CREATED, 0, None),
-            Status::Running => (ApiStatus::RUNNING, 0, None),
-            Status::Stopped { code, at } => (ApiStatus::STOPPED, code, Some(timestamp(at))),
+        let status = match task.status() {
+            Status::Creating => ApiStatus::UNKNOWN,
+            Status::Created => ApiStatus::CREATED,
+            Status::Running => ApiStatus::RUNNING,
+            Status::Paused => ApiStatus::PAUSED,
+            Status::Stopped(_) | Status::Deleting(_) => ApiStatus::STOPPED,
         };
+        let exit = task.status().exit();
         Ok(api::StateResponse {
             id: id.to_string(),
             bundle: task.bundle.to_string_lossy().into_owned(),
-            pid: task.pid.as_raw() as u32,
+            pid: task.live.as_ref().map_or(0, |l| l.pid.as_raw() as u32),
             status: status.into(),
             stdin: task.stdio[0].clone(),
             stdout: task.stdio[1].clone(),
             stderr: task.stdio[2].clone(),
-            exit_status,
-            exited_at: exited_at.into(),
+            exit_status: exit.map_or(0, |e| e.code),
+            exited_at: exit.map(|e| timestamp(e.at)).into(),
             ..Default::default()
         })
     }
 
     pub async fn wait_task(&self, id: &str) -> RpcResult<api::WaitResponse> {
-        let mut stopped = {
-            let tasks = self.0.tasks.lock().await;
+        let mut status = {
+            let tasks = self.table().await;
             tasks
                 .get(id)
                 .ok_or_else(|| not_found(id))?
-                .stopped
+                .status
                 .subscribe()
         };
-        let exit = *stopped
-            .wait_for(Option::is_some)
+        let exit = status
+            .wait_for(|s| s.exit().is_some())
             .await
-            .map_err(|_| Fail::not_found(format!("task {id} was deleted while waiting")))?;
-        let (code, at) = exit.unwrap_or((0, SystemTime::now()));
+            .map_err(|_| Fail::not_found(format!("task {id} was deleted while waiting")))?
+            .exit()
+            .ok_or_else(|| Fail::internal(format!("task {id}: no exit after waiting")))?;
         Ok(api::WaitResponse {
-            exit_status: code,
-            exited_at: Some(timestamp(at)).into(),
+            exit_status: exit.code,
+            exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
         })
     }
 
     pub async fn pids_of(&self, id: &str) -> RpcResult<api::PidsResponse> {
-        let tasks = self.0.tasks.lock().await;
+        let tasks = self.table().await;
         let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-        let processes = match task.status {
-            Status::Stopped { .. } => Vec::new(),
-            _ => vec![ProcessInfo {
-                pid: task.pid.as_raw() as u32,
+        let processes = match (task.status().exit(), &task.live) {
+            (None, Some(live)) => vec![ProcessInfo {
+                pid: live.pid.as_raw() as u32,
                 ..Default::default()
             }],
+            _ => Vec::new(),
         };
         Ok(api::PidsResponse {
             processes,
@@ -399,55 +446,43 @@ impl Service {
         })
     }
 
-    /// The pid of task `id`, or 0 when there is no such task.
+    /// The pid of task `id`, or 0 when there is no such task (yet).
     pub async fn task_pid(&self, id: &str) -> u32 {
-        let tasks = self.0.tasks.lock().await;
+        let tasks = self.table().await;
         tasks
             .get(id)
-            .map(|t| t.pid.as_raw() as u32)
+            .and_then(|t| t.live.as_ref())
+            .map(|l| l.pid.as_raw() as u32)
             .unwrap_or_default()
     }
 
     /// Ends the shim when it serves no task any more: it serves every
-    /// container of its group and only goes away after the last one.
+    /// container of its group and only goes away after the last one. A
+    /// task being created or deleted is in the table, so it keeps the
+    /// shim up.
     pub async fn shutdown_if_idle(&self) {
-        let tasks = self.0.tasks.lock().await;
-        let deleting = self.0.deleting.load(Ordering::SeqCst);
-        if tasks.is_empty() && self.creating().is_empty() && deleting == 0 {
+        let tasks = self.table().await;
+        if tasks.is_empty() {
             log::info!("shutdown: no tasks left, exiting");
             self.0.exit.signal();
         }
     }
 
     pub async fn close_stdin(&self, req: &api::CloseIORequest) -> RpcResult<()> {
-        let mut tasks = self.0.tasks.lock().await;
+        let mut tasks = self.table().await;
         let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
-        if req.stdin {
+        if req.stdin
+            && let Some(live) = task.live.as_mut()
+        {
             // The child sees end-of-file once the client's end is closed too.
-            task.stdin_hold = None;
+            live.stdin_hold = None;
             log::debug!("task {}: stdin closed", req.id);
         }
         Ok(())
     }
 }
 
-/// Counts one operation in progress for as long as it lives.
-struct Busy<'a>(&'a AtomicUsize);
-
-impl<'a> Busy<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Busy(count)
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-fn not_found(id: &str) -> Fail {
+pub(super) fn not_found(id: &str) -> Fail {
     Fail::not_found(format!("task {id} not found"))
 }
 

@@ -178,13 +178,67 @@ impl Containerd {
     }
 
     pub fn run_with(&self, name: &str, id: &str, flags: &[&str], args: &[&str]) -> Run {
+        self.run_under(RUNTIME, name, id, flags, args)
+    }
+
+    /// `ctr run --rm` of a test image under `runtime` (ours or runc's).
+    pub fn run_under(
+        &self,
+        runtime: &str,
+        name: &str,
+        id: &str,
+        flags: &[&str],
+        args: &[&str],
+    ) -> Run {
         let image = image(name);
-        let mut all = vec!["run", "--rm", "--runtime", RUNTIME];
+        let mut all = vec!["run", "--rm", "--runtime", runtime];
         all.extend_from_slice(flags);
         all.push(&image);
         all.push(id);
         all.extend_from_slice(args);
         Run::from(self.ctr(&all))
+    }
+
+    /// ctr's default spec for a container `id` whose root is the directory
+    /// `rootfs`, running `args`, for `ctr run --config`.
+    pub fn default_spec(&self, rootfs: &Path, id: &str, args: &[&str]) -> serde_json::Value {
+        let out = self.ctr(&["oci", "spec"]);
+        assert!(out.status.success(), "ctr oci spec");
+        let mut spec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        spec["root"]["path"] = rootfs.to_string_lossy().into_owned().into();
+        spec["process"]["args"] = serde_json::json!(args);
+        spec["linux"]["cgroupsPath"] = format!("/{NAMESPACE}/{id}").into();
+        spec
+    }
+
+    /// `ctr run --rm --config` of `spec` under `runtime`.
+    pub fn run_config(&self, runtime: &str, id: &str, spec: &serde_json::Value) -> Run {
+        let config = self.dir().join(format!("{id}.json"));
+        std::fs::write(&config, spec.to_string()).unwrap();
+        let config = config.to_string_lossy().into_owned();
+        Run::from(self.ctr(&["run", "--rm", "--runtime", runtime, "--config", &config, id]))
+    }
+
+    /// Starts `ctr events`, whose lines [`Events::seen`] collects.
+    pub fn events(&self) -> Events {
+        let mut child = self
+            .ctr_command(&["events"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("ctr events");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Events { child, lines }
     }
 
     /// Starts `ctr run --rm` without waiting, stdout piped.
@@ -279,6 +333,16 @@ impl Drop for Containerd {
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.process.wait();
+        // A test that failed half way leaves shims and their children:
+        // they must not outlive the test and disturb the next ones.
+        for shim in shim_pids(self.dir()) {
+            for pid in children_of(shim).into_iter().chain([shim]) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         // Snapshot mounts of this containerd, if any survived a failed test.
         let root = self.dir().to_string_lossy().into_owned();
         let _ = containerd_umount(&root);
@@ -351,6 +415,36 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A running `ctr events`.
+pub struct Events {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Events {
+    /// Waits until an event of `topic` for container `id` was seen.
+    pub fn wait_for(&self, topic: &str, id: &str) {
+        wait_for(
+            &format!("event {topic} of {id}"),
+            Duration::from_secs(30),
+            || {
+                self.lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains(topic) && l.contains(id))
+            },
+        );
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The result of a finished `ctr` command.
 #[derive(Debug)]
 pub struct Run {
@@ -384,6 +478,25 @@ fn pids_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
     pids
 }
 
+/// The processes whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(parent) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 /// The shim processes serving containers of this containerd.
 pub fn shim_pids(dir: &Path) -> Vec<i32> {
     let address = dir.join("containerd.sock").to_string_lossy().into_owned();
@@ -393,10 +506,19 @@ pub fn shim_pids(dir: &Path) -> Vec<i32> {
     })
 }
 
-/// Children (`__child`) of container `id`.
+/// The processes of container `id`: those in its cgroup (`/e2e/<id>`),
+/// whether a `__child` running Wasm or the native program it became.
 pub fn child_pids(id: &str) -> Vec<i32> {
-    pids_where(|cmdline| {
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.get(1) == Some(&b"__child".as_slice()) && args.get(2) == Some(&id.as_bytes())
-    })
+    let suffix = format!(":/{NAMESPACE}/{id}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse() else {
+            continue;
+        };
+        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if cgroups.lines().any(|l| l.ends_with(&suffix)) {
+            pids.push(pid);
+        }
+    }
+    pids
 }

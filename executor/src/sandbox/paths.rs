@@ -1,0 +1,149 @@
+//! Paths inside the container: resolving a mount destination without
+//! leaving the rootfs through a symlink, and the spec's maskedPaths and
+//! readonlyPaths, applied as runc applies them.
+
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{MsFlags, mount};
+use nix::sys::statvfs::{FsFlags, statvfs};
+
+use crate::error::{Error, Result};
+
+/// How many symlinks one path may go through, as the kernel allows.
+const MAX_LINKS: usize = 40;
+
+/// `path` inside `root`, with every symlink on the way resolved as if
+/// `root` were `/`: an image cannot point a mount at the host with a link.
+pub fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
+    let mut resolved = PathBuf::new();
+    let mut pending: Vec<PathBuf> = vec![path.to_path_buf()];
+    let mut links = 0;
+    while let Some(next) = pending.pop() {
+        let mut components: Vec<Component> = next.components().collect();
+        components.reverse();
+        while let Some(c) = components.pop() {
+            match c {
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => {
+                    let candidate = resolved.join(name);
+                    let full = root.join(&candidate);
+                    match std::fs::symlink_metadata(&full) {
+                        Ok(meta) if meta.file_type().is_symlink() => {
+                            links += 1;
+                            if links > MAX_LINKS {
+                                return Err(Error::InvalidSpec(format!(
+                                    "{}: too many symlinks inside the rootfs",
+                                    path.display()
+                                )));
+                            }
+                            let target = std::fs::read_link(&full)
+                                .map_err(Error::io(format!("read link {}", full.display())))?;
+                            if target.is_absolute() {
+                                resolved = PathBuf::new();
+                            }
+                            let rest: PathBuf = components.iter().rev().collect();
+                            components.clear();
+                            pending.push(rest);
+                            pending.push(target);
+                            break;
+                        }
+                        _ => resolved = candidate,
+                    }
+                }
+            }
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// The nosuid/nodev/noexec flags a mount has, which a read-only remount
+/// of it must keep (the kernel refuses to drop locked ones).
+pub fn locked_flags(path: &Path) -> Result<MsFlags> {
+    let stat = statvfs(path).map_err(Error::sys(format!("statfs {}", path.display())))?;
+    let mut flags = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if stat.flags().contains(fs) {
+            flags |= ms;
+        }
+    }
+    Ok(flags)
+}
+
+/// Hides each masked path: /dev/null over a file, an empty read-only
+/// tmpfs over a directory. A path that does not exist is skipped.
+pub fn mask(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let done = match meta.is_dir() {
+            true => mount(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            ),
+            false => mount(
+                Some("/dev/null"),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+        };
+        done.map_err(Error::sys(format!(
+            "linux.maskedPaths: mask {}",
+            path.display()
+        )))?;
+    }
+    Ok(())
+}
+
+/// Makes each path read-only with a bind mount onto itself. A path that
+/// does not exist is skipped.
+pub fn make_readonly(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        if std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount(Some(path), path, None::<&str>, flags, None::<&str>).map_err(Error::sys(format!(
+            "linux.readonlyPaths: bind {}",
+            path.display()
+        )))?;
+        super::rootfs::remount_readonly(path, MsFlags::empty())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn links_stay_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("real/dir")).unwrap();
+        symlink("/real", r.join("abs")).unwrap();
+        symlink("../../../../etc", r.join("up")).unwrap();
+        symlink("real/dir", r.join("rel")).unwrap();
+        let join = |p: &str| secure_join(r, Path::new(p)).unwrap();
+        assert_eq!(join("/abs/dir/x"), r.join("real/dir/x"));
+        assert_eq!(join("/up/passwd"), r.join("etc/passwd"));
+        assert_eq!(join("/rel/../y"), r.join("real/y"));
+        assert_eq!(join("/../../z"), r.join("z"));
+        assert_eq!(join("/new/path"), r.join("new/path"));
+        symlink("loop", r.join("loop")).unwrap();
+        assert!(secure_join(r, Path::new("/loop/x")).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! The container's root, built as runc builds it: the host's mounts made
+//! slave (or the spec's `rootfsPropagation`), the rootfs bound onto
+//! itself, every mount of the spec in order, /dev populated, pivot_root,
+//! then the read-only remounts.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{chdir, pivot_root};
+
+use super::mount_spec::MountSpec;
+use super::paths::secure_join;
+use crate::error::{Error, Result};
+use crate::spec::ChildConfig;
+
+const NONE: Option<&str> = None;
+
+/// Everything up to and including pivot_root and the read-only remounts.
+pub fn enter(config: &ChildConfig) -> Result<()> {
+    let rootfs = &config.rootfs;
+    mount(NONE, "/", NONE, config.propagation, NONE)
+        .map_err(Error::sys("set the propagation of the container's mounts"))?;
+    // pivot_root needs the new root to be a mount point.
+    mount(
+        Some(rootfs),
+        rootfs,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .map_err(Error::sys(format!(
+        "bind mount rootfs {}",
+        rootfs.display()
+    )))?;
+    let mut readonly_later = Vec::new();
+    for (i, m) in config.mounts.iter().enumerate() {
+        let target = secure_join(rootfs, &m.destination)?;
+        log::debug!("mount {} ({}) on {}", m.source, m.fstype, target.display());
+        let remount =
+            mount_one(&target, m, config.new_cgroup_namespace).map_err(|e| in_mount(i, m, e))?;
+        if remount {
+            readonly_later.push(target);
+        }
+    }
+    let dev_bound = config
+        .mounts
+        .iter()
+        .any(|m| m.is_bind() && m.destination == Path::new("/dev"));
+    if !dev_bound {
+        super::dev::populate(rootfs, &config.devices)?;
+    }
+    switch_root(rootfs)?;
+    // As runc, a missing working directory is created, as root and before
+    // the root turns read-only; if that fails, the chdir later says why.
+    let _ = std::fs::create_dir_all(&config.cwd);
+    for target in readonly_later {
+        let inside = Path::new("/").join(target.strip_prefix(rootfs).unwrap_or(&target));
+        remount_readonly(&inside, MsFlags::empty())?;
+    }
+    if config.readonly_root {
+        remount_readonly(Path::new("/"), MsFlags::empty())?;
+    }
+    Ok(())
+}
+
+fn in_mount(index: usize, m: &MountSpec, e: Error) -> Error {
+    Error::InvalidSpec(format!(
+        "mounts[{index}] ({} on {}): {}",
+        m.fstype,
+        m.destination.display(),
+        e.chain()
+    ))
+}
+
+/// Performs one mount. True when it is to be made read-only only after
+/// /dev is populated (a read-only tmpfs, which must be writable first).
+fn mount_one(target: &Path, m: &MountSpec, cgroupns: bool) -> Result<bool> {
+    if m.is_bind() {
+        bind(target, m)?;
+    } else if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+        super::cgroup_mount::mount_cgroups(target, m, cgroupns)?;
+    } else {
+        std::fs::create_dir_all(target).map_err(Error::io(format!(
+            "create mount point {}",
+            target.display()
+        )))?;
+        let deferred = m.fstype == "tmpfs" && m.flags.contains(MsFlags::MS_RDONLY);
+        let flags = match deferred {
+            true => m.flags - MsFlags::MS_RDONLY,
+            false => m.flags,
+        };
+        let data = Some(m.data.as_str()).filter(|d| !d.is_empty());
+        mount(
+            Some(m.source.as_str()),
+            target,
+            Some(m.fstype.as_str()),
+            flags,
+            data,
+        )
+        .map_err(Error::sys(format!("mount {}", m.fstype)))?;
+        propagate(target, m)?;
+        return Ok(deferred);
+    }
+    propagate(target, m)?;
+    Ok(false)
+}
+
+/// A bind volume: the target is made to match the source's kind, bound,
+/// then remounted with the requested flags (a bind mount ignores them).
+fn bind(target: &Path, m: &MountSpec) -> Result<()> {
+    let source = Path::new(&m.source);
+    let meta = std::fs::metadata(source)
+        .map_err(Error::io(format!("bind source {}", source.display())))?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(target)
+    } else {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(Error::io(format!("create {}", parent.display())))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target)
+            .map(drop)
+    }
+    .map_err(Error::io(format!(
+        "create mount point {}",
+        target.display()
+    )))?;
+    let recursive = m.flags & MsFlags::MS_REC;
+    mount(
+        Some(source),
+        target,
+        NONE,
+        MsFlags::MS_BIND | recursive,
+        NONE,
+    )
+    .map_err(Error::sys(format!("bind {}", source.display())))?;
+    let extra = m.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    if !extra.is_empty() {
+        mount(
+            NONE,
+            target,
+            NONE,
+            extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+            NONE,
+        )
+        .map_err(Error::sys(format!(
+            "remount {} with {extra:?}",
+            target.display()
+        )))?;
+    }
+    Ok(())
+}
+
+fn propagate(target: &Path, m: &MountSpec) -> Result<()> {
+    for flag in &m.propagation {
+        mount(NONE, target, NONE, *flag, NONE)
+            .map_err(Error::sys(format!("set propagation {flag:?}")))?;
+    }
+    Ok(())
+}
+
+/// Makes `rootfs` the root with pivot_root, so that the old root is not
+/// reachable any more (chroot alone can be escaped with CAP_SYS_CHROOT).
+fn switch_root(rootfs: &PathBuf) -> Result<()> {
+    chdir(rootfs).map_err(Error::sys(format!("enter rootfs {}", rootfs.display())))?;
+    // Stacking the old root under the new one and detaching it avoids
+    // needing a directory for it inside the container's rootfs.
+    pivot_root(".", ".").map_err(Error::sys(format!("pivot_root into {}", rootfs.display())))?;
+    // The old root must not propagate the detach back to the host.
+    mount(NONE, ".", NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE)
+        .map_err(Error::sys("make the old root slave"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(Error::sys("detach the old root"))?;
+    chdir("/").map_err(Error::sys("enter the new root"))
+}
+
+/// Remounts a mount point read-only, keeping its nosuid/nodev/noexec.
+pub fn remount_readonly(path: &Path, extra: MsFlags) -> Result<()> {
+    let kept = super::paths::locked_flags(path)?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept | extra;
+    mount(NONE, path, NONE, flags, NONE)
+        .map_err(Error::sys(format!("make {} read-only", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_mount_names_its_index_and_destination() {
+        let m = MountSpec {
+            destination: PathBuf::from("/data"),
+            fstype: "tmpfs".into(),
+            source: "tmpfs".into(),
+            flags: MsFlags::empty(),
+            propagation: Vec::new(),
+            data: String::new(),
+        };
+        let e = in_mount(4, &m, Error::InvalidSpec("boom".into())).to_string();
+        assert!(
+            e.contains("mounts[4] (tmpfs on /data)") && e.contains("boom"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Resources through the Task API: metrics, pause and resume with their
+//! events, Update of a running task seen in the cgroup files, an Update
+//! below the current usage refused, and the `/tasks/oom` event.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Containerd, containerd, wait_for};
+use containerd_shim::api::UpdateTaskRequest;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::shim_sync::{Client, TaskClient};
+use containerd_shim::protos::ttrpc::context;
+
+/// A ttrpc client of the shim that serves task `id`, at the address its
+/// bundle records, as containerd itself would call it.
+fn task_client(ctrd: &Containerd, id: &str) -> TaskClient {
+    let bundle = ctrd.dir().join(format!(
+        "state/io.containerd.runtime.v2.task/{}/{id}",
+        common::NAMESPACE
+    ));
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+    TaskClient::new(Client::connect(&address).unwrap())
+}
+
+fn update(client: &TaskClient, id: &str, resources: serde_json::Value) -> Result<(), String> {
+    let req = UpdateTaskRequest {
+        id: id.to_string(),
+        resources: Some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+            value: resources.to_string().into_bytes(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    client
+        .update(context::with_timeout(10_000_000_000), &req)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn cgroup_file(controller: &str, id: &str, file: &str) -> String {
+    let path = PathBuf::from("/sys/fs/cgroup")
+        .join(controller)
+        .join(common::NAMESPACE)
+        .join(id)
+        .join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// The number of lines the count guest has written to its log so far.
+fn counted(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[test]
+fn metrics_pause_resume_and_update_of_a_running_wasm_task() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("count");
+    let events = ctrd.events();
+    let id = "res-1";
+    let log = ctrd.dir().join("count.log");
+    let uri = format!("file://{}", log.display());
+    ctrd.start_detached(
+        "count",
+        id,
+        &["--log-uri", &uri, "--memory-limit", "268435456"],
+    );
+    assert_eq!(
+        cgroup_file("memory", id, "memory.limit_in_bytes"),
+        "268435456"
+    );
+
+    let metrics = ctrd.ctr(&["task", "metrics", id]);
+    let table = String::from_utf8_lossy(&metrics.stdout);
+    assert!(metrics.status.success(), "{metrics:?}");
+    for row in [
+        "memory.usage_in_bytes",
+        "memory.limit_in_bytes",
+        "pids.current",
+    ] {
+        assert!(table.contains(row), "no {row} in:\n{table}");
+    }
+
+    wait_for("the guest to count", Duration::from_secs(10), || {
+        counted(&log) > 2
+    });
+    assert!(ctrd.ctr(&["task", "pause", id]).status.success());
+    ctrd.wait_status(id, "PAUSED");
+    events.wait_for("/tasks/paused", id);
+    let frozen = counted(&log);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(counted(&log), frozen, "a paused guest went on counting");
+    assert!(ctrd.ctr(&["task", "resume", id]).status.success());
+    ctrd.wait_status(id, "RUNNING");
+    events.wait_for("/tasks/resumed", id);
+    wait_for("the guest to count again", Duration::from_secs(10), || {
+        counted(&log) > frozen + 2
+    });
+
+    let client = task_client(&ctrd, id);
+    let new = serde_json::json!({"memory": {"limit": 134217728},
+                                 "cpu": {"quota": 50000, "period": 100000}});
+    update(&client, id, new).unwrap();
+    assert_eq!(
+        cgroup_file("memory", id, "memory.limit_in_bytes"),
+        "134217728"
+    );
+    assert_eq!(cgroup_file("cpu", id, "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cgroup_file("cpu", id, "cpu.cfs_period_us"), "100000");
+
+    let too_low = update(&client, id, serde_json::json!({"memory": {"limit": 4096}})).unwrap_err();
+    assert!(
+        too_low.contains("below the container's current memory usage"),
+        "{too_low}"
+    );
+    assert_eq!(
+        cgroup_file("memory", id, "memory.limit_in_bytes"),
+        "134217728"
+    );
+    assert_eq!(ctrd.task_status(id).as_deref(), Some("RUNNING"));
+    ctrd.stop_and_remove(id, "SIGKILL");
+}
+
+#[test]
+fn a_kernel_oom_kill_is_an_oom_event() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("probe");
+    let events = ctrd.events();
+    let run = ctrd.run_with(
+        "probe",
+        "oom-1",
+        &["--memory-limit", "67108864"],
+        &["/probe", "alloc", "512"],
+    );
+    assert_eq!(run.code, 137, "{run:?}");
+    events.wait_for("/tasks/oom", "oom-1");
+    ctrd.assert_clean("oom-1");
+}
