@@ -7,6 +7,7 @@
 pub mod caps;
 mod cgroup_mount;
 mod dev;
+pub mod device_filter;
 pub mod mount_spec;
 mod paths;
 mod process;

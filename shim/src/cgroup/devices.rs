@@ -1,9 +1,11 @@
 //! Device access rules from `linux.resources.devices`, followed by the
 //! devices runc allows every container (so that the /dev it builds works):
 //! written to the v1 devices controller in order, the last matching rule
-//! winning, as the kernel evaluates them.
+//! winning, as the kernel evaluates them; on v2, compiled into an eBPF
+//! filter with the same meaning (executor's `device_filter`).
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use executor::sandbox::device_filter::{self, DeviceRule};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
 use super::Cgroup;
@@ -31,10 +33,11 @@ impl Cgroup {
     pub fn apply_devices(&self, rules: &[LinuxDeviceCgroup]) -> anyhow::Result<()> {
         let lines = device_lines(rules)?;
         if self.v2() {
-            // A v2 cgroup controls devices only through an eBPF program.
-            bail!(
-                "linux.resources.devices: this host has cgroup v2, whose eBPF device filter the wasmtime shim does not load yet"
-            );
+            let dir = self.dir("devices").context("no cgroup v2 directory")?;
+            let rules: Vec<DeviceRule> =
+                lines.iter().map(|(allow, l)| to_rule(*allow, l)).collect();
+            return device_filter::attach(&rules, dir)
+                .with_context(|| format!("attach the device filter to {}", dir.display()));
         }
         for (allow, line) in lines {
             let file = if allow {
@@ -88,6 +91,21 @@ pub fn device_lines(rules: &[LinuxDeviceCgroup]) -> anyhow::Result<Vec<(bool, St
     Ok(lines)
 }
 
+/// A rule line ("c 1:3 rwm", checked by [`device_lines`]) as a filter rule.
+fn to_rule(allow: bool, line: &str) -> DeviceRule {
+    let mut parts = line.split([' ', ':']);
+    let kind = parts.next().and_then(|k| k.chars().next()).unwrap_or('a');
+    let number = |n: Option<&str>| n.and_then(|n| n.parse().ok());
+    let (major, minor) = (number(parts.next()), number(parts.next()));
+    DeviceRule {
+        allow,
+        kind,
+        major,
+        minor,
+        access: device_filter::access_bits(parts.next().unwrap_or("")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    fn v1_rules_are_written_and_v2_is_refused_by_name() {
+    fn v1_rules_are_written_to_the_devices_controller() {
         let dir = tempfile::tempdir().unwrap();
         let v1 = Cgroup::at(vec![(dir.path().to_path_buf(), vec!["devices"])], true);
         v1.apply_devices(&rules(r#"[{"allow": false, "access": "rwm"}]"#))
@@ -137,11 +155,19 @@ mod tests {
             allow, "c 10:200 rwm",
             "the last write stays in a plain file"
         );
-        let v2 = Cgroup::at(vec![(dir.path().to_path_buf(), vec![])], false);
-        let err = v2.apply_devices(&[]).unwrap_err().to_string();
-        assert!(
-            err.contains("linux.resources.devices") && err.contains("eBPF"),
-            "{err}"
+    }
+
+    #[test]
+    fn lines_become_filter_rules() {
+        let rule = to_rule(true, "c 136:* rw");
+        assert_eq!(
+            (rule.kind, rule.major, rule.minor, rule.access),
+            ('c', Some(136), None, 6)
+        );
+        let all = to_rule(false, "a *:* rwm");
+        assert_eq!(
+            (all.allow, all.kind, all.major, all.access),
+            (false, 'a', None, 7)
         );
     }
 }

@@ -87,6 +87,13 @@ impl Service {
         let tasks = self.table().await;
         let task = tasks.get(id).ok_or_else(|| not_found(id))?;
         let cg = cgroup_of(id, task.live(id, Event::Resources)?)?.clone();
+        // A v2 filter attached at Create cannot be widened by another
+        // one (all attached filters must allow), so it is not replaced.
+        if cg.v2() && resources.devices().is_some() {
+            return Err(Fail::invalid(format!(
+                "task {id}: linux.resources.devices cannot be changed by Update on cgroup v2"
+            )));
+        }
         let checked = cg.clone();
         let limits = resources.clone();
         blocking(id, move || cgroup::check_update(&checked, &limits))
