@@ -269,21 +269,12 @@ mod tests {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     #[test]
     fn sleep_prints_sleeping_then_idles_until_killed() {
-        use std::io::{BufRead, Read};
+        use std::io::Read;
         use std::os::unix::process::ExitStatusExt;
         use std::time::Duration;
 
         let mut child = spawn_program("native-sleep", &native_sleep_elf(), &[]);
-        // Reading on another thread bounds the wait: a broken executable that idles without
-        // writing would otherwise hang the test instead of failing it.
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let read = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = sender.send(read.map(|_| line));
-        });
-        let line = receiver.recv_timeout(Duration::from_secs(10));
+        let line = crate::testutil::first_line(&mut child);
         std::thread::sleep(Duration::from_millis(200));
         let running = child.try_wait().unwrap().is_none();
         // Kill and reap before asserting so that a failure leaves no process behind.
@@ -297,7 +288,7 @@ mod tests {
             .read_to_end(&mut stderr)
             .unwrap();
 
-        let line = line.expect("the first line within 10 s").unwrap();
+        let line = line.expect("the first line within 10 s");
         assert_eq!(line.as_bytes(), NATIVE_SLEEP_MESSAGE);
         assert!(running, "the process exited on its own: {status}");
         assert!(stderr.is_empty());

@@ -51,14 +51,19 @@ fn number(cg: &Cgroup, controller: &str, file: &str) -> u64 {
     }
 }
 
-fn stats_v1(cg: &Cgroup) -> v1::Metrics {
-    let mut metrics = v1::Metrics::new();
-    let pids = metrics.pids.mut_or_insert_default();
-    pids.current = number(cg, "pids", "pids.current");
-    pids.limit = match number(cg, "pids", "pids.max") {
+/// The current number of tasks and the limit (0 for none, as runc's shim).
+fn pids_of(cg: &Cgroup) -> (u64, u64) {
+    let limit = match number(cg, "pids", "pids.max") {
         u64::MAX => 0,
         limit => limit,
     };
+    (number(cg, "pids", "pids.current"), limit)
+}
+
+fn stats_v1(cg: &Cgroup) -> v1::Metrics {
+    let mut metrics = v1::Metrics::new();
+    let pids = metrics.pids.mut_or_insert_default();
+    (pids.current, pids.limit) = pids_of(cg);
 
     let cpu = metrics.cpu.mut_or_insert_default();
     let usage = cpu.usage.mut_or_insert_default();
@@ -125,11 +130,7 @@ fn stats_v1(cg: &Cgroup) -> v1::Metrics {
 fn stats_v2(cg: &Cgroup) -> v2::Metrics {
     let mut metrics = v2::Metrics::new();
     let pids = metrics.pids.mut_or_insert_default();
-    pids.current = number(cg, "pids", "pids.current");
-    pids.limit = match number(cg, "pids", "pids.max") {
-        u64::MAX => 0,
-        limit => limit,
-    };
+    (pids.current, pids.limit) = pids_of(cg);
     let cpu = metrics.cpu.mut_or_insert_default();
     fill(
         cpu,
