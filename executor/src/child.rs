@@ -90,14 +90,19 @@ fn head(path: &Path) -> Result<Vec<u8>> {
 
 fn prepare_child(bundle: &Path) -> Result<Ready> {
     let spec = load(bundle)?;
-    let config = child_config(&spec, bundle)?;
+    let mut config = child_config(&spec, bundle)?;
     sandbox::enter(&config)?;
+    crate::native::fill_home(&mut config.env, config.uid);
     let (name, _) = split_entry(&config.args[0]);
     let found = crate::native::resolve(name, &config.env)?;
     // Relative to the working directory, as exec would take it.
     let path = config.cwd.join(&found);
     if detect(&head(&path)?) == Kind::Native {
+        crate::native::close_on_exec_above_stdio()?;
         sandbox::drop_privileges(&config, Workload::Native)?;
+        // Until the exec, a termination signal ends the child, as it ends
+        // runc's init: blocked, it would be dropped at the exec.
+        signals::spawn_watcher().map_err(Error::io("start the signal thread"))?;
         let program = crate::native::prepare(&path, &config.args, &config.env)?;
         return Ok(Ready::Native(program));
     }

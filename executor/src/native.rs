@@ -5,6 +5,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
@@ -27,8 +28,10 @@ pub fn resolve(arg0: &str, env: &[(String, String)]) -> Result<PathBuf> {
     for dir in path.split(':') {
         let dir = if dir.is_empty() { "." } else { dir };
         let candidate = Path::new(dir).join(arg0);
-        let is_file = std::fs::metadata(&candidate).is_ok_and(|m| m.is_file());
-        if is_file {
+        // Go's LookPath takes a regular file with an execute bit.
+        let executable = std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if executable {
             return Ok(candidate);
         }
     }
@@ -69,9 +72,11 @@ pub fn prepare(path: &Path, args: &[String], env: &[(String, String)]) -> Result
     })
 }
 
-/// Replaces the child with the program. Returns only if execve failed.
-pub fn exec(program: &Program) -> Error {
-    // Only stdio crosses into the program, as under runc.
+/// Marks every descriptor above stdio close-on-exec, so that only stdio
+/// crosses into the program, as under runc. Done before seccomp is loaded,
+/// which may not allow close_range; kernels before 5.11 lack its
+/// CLOSE_RANGE_CLOEXEC flag, and then each descriptor is marked in turn.
+pub fn close_on_exec_above_stdio() -> Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this
     // process's descriptors; it touches no memory.
     let ret = unsafe {
@@ -82,12 +87,25 @@ pub fn exec(program: &Program) -> Error {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    if ret != 0 {
-        return Error::Io {
-            what: "mark descriptors close-on-exec".into(),
-            source: std::io::Error::last_os_error(),
-        };
+    if ret == 0 {
+        return Ok(());
     }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(Error::io("list /proc/self/fd"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number sets a flag and touches
+        // no memory; a number that closed meanwhile only gives EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Replaces the child with the program. Returns only if execve failed.
+pub fn exec(program: &Program) -> Error {
     // The child blocked termination signals for its own use; the program
     // starts with none blocked, as any process runc starts.
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
@@ -100,9 +118,38 @@ pub fn exec(program: &Program) -> Error {
     }
 }
 
+/// Sets HOME, when the spec's environment lacks it, to the user's home in
+/// the container's /etc/passwd, else `/`, as runc does.
+pub fn fill_home(env: &mut Vec<(String, String)>, uid: u32) {
+    if env.iter().any(|(k, _)| k == "HOME") {
+        return;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    env.push(("HOME".into(), home_of(&passwd, uid).unwrap_or("/").into()));
+}
+
+fn home_of(passwd: &str, uid: u32) -> Option<&str> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        let home = *fields.get(5)?;
+        (fields.get(2)?.parse::<u32>().ok()? == uid).then_some(home)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn home_comes_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
+        assert_eq!(home_of(passwd, 1000), Some("/home/app"));
+        assert_eq!(home_of(passwd, 0), Some("/root"));
+        assert_eq!(home_of(passwd, 5), None);
+        let mut env = vec![("HOME".to_string(), "/x".to_string())];
+        fill_home(&mut env, 0);
+        assert_eq!(env.len(), 1);
+    }
 
     #[test]
     fn resolves_like_lookpath() {

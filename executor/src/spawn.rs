@@ -88,6 +88,11 @@ pub fn spawn_child(
     // child's signal thread takes it, instead of being dropped: the kernel
     // discards signals to a PID 1 that has no handler.
     let blocked = crate::signals::set();
+    // The highest descriptor number the child may hold, for closing them
+    // where close_range is missing (no call to find it is safe after clone).
+    let max_fd = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft.min(1 << 20) as c_int)
+        .unwrap_or(1 << 16);
 
     let clone_flags = (flags.bits() | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: a clone without CLONE_VM and without a new stack behaves like
@@ -101,6 +106,7 @@ pub fn spawn_child(
         unsafe {
             after_clone(
                 &fds,
+                max_fd,
                 blocked.as_ref(),
                 exe_c.as_ptr(),
                 argv.as_ptr(),
@@ -129,6 +135,7 @@ pub fn spawn_child(
 /// `exe`, `argv` and `envp` valid for the whole call.
 unsafe fn after_clone(
     fds: &[RawFd; 5],
+    max_fd: c_int,
     blocked: &libc::sigset_t,
     exe: *const c_char,
     argv: *const *const c_char,
@@ -150,7 +157,15 @@ unsafe fn after_clone(
     // of children cloned beside it), which would keep the wait from ever
     // seeing end-of-file if the shim died.
     // SAFETY: close_range on this process's descriptors; async-signal-safe.
-    unsafe { libc::syscall(libc::SYS_close_range, fds.len() as c_int, u32::MAX, 0) };
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, fds.len() as c_int, u32::MAX, 0) };
+    if closed != 0 {
+        // Kernels before 5.9 have no close_range: close one by one, up to
+        // the descriptor limit read before the clone.
+        for fd in fds.len() as c_int..max_fd {
+            // SAFETY: close is async-signal-safe; EBADF on a free slot is fine.
+            unsafe { libc::close(fd) };
+        }
+    }
     let mut byte = 0u8;
     loop {
         // SAFETY: read into a valid one-byte buffer; async-signal-safe.

@@ -33,6 +33,9 @@ pub struct Resources {
     pub bundle: PathBuf,
     rootfs: Option<PathBuf>,
     cgroup: Option<Cgroup>,
+    /// The device rules applied at Create, which an Update that repeats
+    /// them (the CRI sends all resources each time) leaves in place.
+    pub device_rules: Option<Vec<oci_spec::runtime::LinuxDeviceCgroup>>,
 }
 
 /// A container whose child is ready and waits for Start.
@@ -62,6 +65,7 @@ pub async fn create(req: &CreateTaskRequest, exe: &Path, reaper: &Reaper) -> Res
         bundle: bundle.clone(),
         rootfs: None,
         cgroup: None,
+        device_rules: None,
     };
     let result = create_with(req, exe, reaper, &spec, flags, &mut resources).await;
     match result {
@@ -130,6 +134,7 @@ async fn create_with(
         if let Some(limits) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
             cg.apply(limits)
                 .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+            resources.device_rules = limits.devices().clone();
         }
     }
 

@@ -25,6 +25,13 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
         && is_our_child(pid, started)
     {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        // A paused task dies only once thawed.
+        if let Ok(spec) = executor::spec::load(&bundle)
+            && let Some(path) = executor::spec::cgroups_path(&spec)
+            && let Ok(cg) = crate::cgroup::locate(&path)
+        {
+            let _ = cg.freeze(false);
+        }
         wait_gone(pid, Duration::from_secs(5));
     }
     // Every step is tried, and any failure then fails the action, which is

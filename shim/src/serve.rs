@@ -50,7 +50,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let exit = Arc::new(ExitSignal::default());
     let exe = std::env::current_exe().context("locate the shim binary")?;
     let service = Service::new(reaper, publisher, exe, exit.clone());
-    let task: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> = Arc::new(service);
+    let task: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> =
+        Arc::new(service.clone());
     let mut v2 = create_task(task.clone());
     let v2 = v2
         .drain()
@@ -73,6 +74,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     // shim instead of handing containerd the address of one that is
     // going away, and the new shim's socket is never the one removed.
     let _ = std::fs::remove_file(&socket);
+    // The last task's delete event must reach containerd.
+    service.flush_events().await;
     server.shutdown().await.ok();
     Ok(())
 }

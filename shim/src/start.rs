@@ -147,6 +147,17 @@ fn launch_server(
         command.arg("-debug");
     }
     let mut child = command.spawn().context("launch the serving shim")?;
+    let started = wait_serving(&mut child, address);
+    if started.is_err() {
+        // A shim that failed to come up must not stay with nothing to serve.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    started
+}
+
+/// Sets the new shim's oom score and waits until it listens.
+fn wait_serving(child: &mut std::process::Child, address: &str) -> anyhow::Result<()> {
     // As containerd's runc shim: one above containerd, so that under
     // memory pressure the kernel kills a shim before containerd.
     containerd_shim::cgroup::adjust_oom_score(child.id())

@@ -10,28 +10,26 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MsFlags, mount};
 
 use super::mount_spec::MountSpec;
+use super::paths::Inside;
 use crate::error::{Error, Result};
 
 const NONE: Option<&str> = None;
 
-pub fn mount_cgroups(target: &Path, m: &MountSpec, cgroupns: bool) -> Result<()> {
+pub fn mount_cgroups(rootfs: &Path, target: &Path, m: &MountSpec, cgroupns: bool) -> Result<()> {
     std::fs::create_dir_all(target).map_err(Error::io(format!(
         "create mount point {}",
         target.display()
     )))?;
+    let at = Inside::open(rootfs, target)?;
     if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        return mount(Some("cgroup2"), target, Some("cgroup2"), m.flags, NONE)
+        return mount(Some("cgroup2"), at.path(), Some("cgroup2"), m.flags, NONE)
             .map_err(Error::sys("mount cgroup2"));
     }
     let tmpfs_flags = m.flags - MsFlags::MS_RDONLY;
-    mount(
-        Some("tmpfs"),
-        target,
-        Some("tmpfs"),
-        tmpfs_flags,
-        Some("mode=755"),
-    )
-    .map_err(Error::sys("mount the tmpfs for the cgroup hierarchies"))?;
+    let mode = Some("mode=755");
+    mount(Some("tmpfs"), at.path(), Some("tmpfs"), tmpfs_flags, mode)
+        .map_err(Error::sys("mount the tmpfs for the cgroup hierarchies"))?;
+    // From here on the target is a tmpfs that only this child can reach.
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(Error::io("read /proc/self/mountinfo"))?;
     let own = std::fs::read_to_string("/proc/self/cgroup")

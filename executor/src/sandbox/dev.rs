@@ -6,8 +6,9 @@
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use nix::sys::stat::{Mode, SFlag, makedev, mknod, umask};
-use nix::unistd::{Gid, Uid, chown};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{Mode, SFlag, makedev, mknodat, umask};
+use nix::unistd::{Gid, Uid, fchownat};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 
 use crate::error::{Error, Result};
@@ -128,22 +129,31 @@ fn make_nodes(rootfs: &Path, devices: &[LinuxDevice]) -> Result<()> {
     Ok(())
 }
 
+/// Makes one node, in a parent directory held open and checked to be in
+/// the rootfs, so that a symlink swapped in meanwhile cannot redirect it.
 fn make(rootfs: &Path, node: &Node) -> Result<()> {
     let target = super::paths::secure_join(rootfs, node.path)?;
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(Error::io(format!("create {}", parent.display())))?;
-    }
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return Err(Error::InvalidSpec(format!(
+            "linux.devices: {} names no file",
+            node.path.display()
+        )));
+    };
+    std::fs::create_dir_all(parent).map_err(Error::io(format!("create {}", parent.display())))?;
+    let dir = super::paths::Inside::open(rootfs, parent)?;
     let mode = Mode::from_bits_truncate(node.mode);
-    match mknod(&target, node.kind, mode, makedev(node.major, node.minor)) {
+    let dev = makedev(node.major, node.minor);
+    match mknodat(dir.fd(), name, node.kind, mode, dev) {
         // An existing node is kept as it is, as runc keeps it.
         Err(nix::errno::Errno::EEXIST) => return Ok(()),
         other => other.map_err(Error::sys(format!("mknod {}", node.path.display())))?,
     }
-    chown(
-        &target,
+    fchownat(
+        dir.fd(),
+        name,
         Some(Uid::from_raw(node.uid)),
         Some(Gid::from_raw(node.gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(Error::sys(format!("chown {}", node.path.display())))
 }

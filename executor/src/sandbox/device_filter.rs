@@ -3,7 +3,9 @@
 //! BPF_PROG_TYPE_CGROUP_DEVICE and attached to the container's cgroup, the
 //! v2 counterpart of the v1 devices controller, as runc does it. Rules are
 //! checked from the last to the first and the first match decides, so the
-//! last matching rule wins, as in v1; a request no rule matches is denied.
+//! last matching rule wins, as in v1. A list without a rule for all devices
+//! allows what it does not deny, as runc's device emulator does (specs
+//! from containerd and the CRI always start by denying all).
 
 use std::ffi::c_void;
 use std::fs::File;
@@ -111,7 +113,7 @@ pub fn program(rules: &[DeviceRule]) -> Vec<Insn> {
             return code;
         }
     }
-    code.push(insn(MOV64_K, 0, 0, 0, 0));
+    code.push(insn(MOV64_K, 0, 0, 0, 1));
     code.push(insn(EXIT, 0, 0, 0, 0));
     code
 }
@@ -171,22 +173,30 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<i64> {
 pub fn attach(rules: &[DeviceRule], cgroup: &Path) -> std::io::Result<()> {
     let code = program(rules);
     let license = c"Apache";
-    let mut log = vec![0u8; 64 << 10];
-    let load = ProgLoad {
+    let mut load = ProgLoad {
         prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
         insn_cnt: code.len() as u32,
         insns: code.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
         ..Default::default()
     };
-    let prog = bpf(BPF_PROG_LOAD, &load).map_err(|e| {
-        let text = String::from_utf8_lossy(&log);
-        let text = text.trim_end_matches('\0').trim();
-        std::io::Error::new(e.kind(), format!("load the device filter: {e}: {text}"))
-    })?;
+    let prog = match bpf(BPF_PROG_LOAD, &load) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Again with the verifier's log, to say why.
+            let mut log = vec![0u8; 256 << 10];
+            load.log_level = 1;
+            load.log_size = log.len() as u32;
+            load.log_buf = log.as_mut_ptr() as u64;
+            let _ = bpf(BPF_PROG_LOAD, &load);
+            let text = String::from_utf8_lossy(&log);
+            let text = text.trim_end_matches('\0').trim();
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("load the device filter: {e}: {text}"),
+            ));
+        }
+    };
     // SAFETY: BPF_PROG_LOAD returned a new descriptor that nothing else owns.
     let prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
     let dir = File::open(cgroup)?;
@@ -276,6 +286,9 @@ mod tests {
         assert_eq!(decide(&open, b, w, 8, 0), 0);
         assert_eq!(decide(&open, b, r, 8, 0), 1);
         assert_eq!(open.last().unwrap().code, EXIT);
+        let no_default = program(&[rule(false, 'c', Some(1), Some(1), "rwm")]);
+        assert_eq!(decide(&no_default, c, r, 1, 1), 0);
+        assert_eq!(decide(&no_default, c, r, 1, 3), 1, "allowed unless denied");
     }
 
     /// On a host with a cgroup v2 hierarchy (pure or hybrid), a child in a

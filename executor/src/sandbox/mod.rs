@@ -78,15 +78,20 @@ pub fn drop_privileges(config: &ChildConfig, workload: Workload) -> Result<()> {
         Workload::Native => config.capabilities,
         Workload::Wasm => caps::after_execve(config.capabilities, config.uid),
     };
+    // As runc: into the working directory as root first (the user may
+    // not be able to reach it), and again as the user if that failed.
+    let entered = chdir(&config.cwd).is_ok();
     caps::drop_bounding(&sets)?;
     caps::keep_across_setuid(true)?;
     switch_user(config)?;
     caps::keep_across_setuid(false)?;
     caps::apply(&sets)?;
-    chdir(&config.cwd).map_err(Error::sys(format!(
-        "process.cwd {} inside the rootfs",
-        config.cwd.display()
-    )))?;
+    if !entered {
+        chdir(&config.cwd).map_err(Error::sys(format!(
+            "process.cwd {} inside the rootfs",
+            config.cwd.display()
+        )))?;
+    }
     if config.no_new_privileges
         && let Some(profile) = &config.seccomp
     {

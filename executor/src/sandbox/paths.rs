@@ -2,9 +2,12 @@
 //! leaving the rootfs through a symlink, and the spec's maskedPaths and
 //! readonlyPaths, applied as runc applies them.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::{OFlag, open};
 use nix::mount::{MsFlags, mount};
+use nix::sys::stat::Mode;
 use nix::sys::statvfs::{FsFlags, statvfs};
 
 use crate::error::{Error, Result};
@@ -57,6 +60,50 @@ pub fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(root.join(resolved))
+}
+
+/// A path inside the rootfs held open (O_PATH), so that what is done to
+/// it happens to the very inode that was checked: a container of the same
+/// pod that swaps a directory of a shared volume for a symlink between the
+/// check and the mount cannot send the mount to the host (the attack of
+/// CVE-2021-30465 on runc, closed the same way).
+pub struct Inside {
+    fd: OwnedFd,
+    proc_path: String,
+}
+
+impl Inside {
+    /// Opens `path` (already resolved by [`secure_join`]) and checks that
+    /// the opened inode is still below `rootfs`.
+    pub fn open(rootfs: &Path, path: &Path) -> Result<Inside> {
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = open(path, flags, Mode::empty())
+            .map_err(Error::sys(format!("open {}", path.display())))?;
+        let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let real = std::fs::read_link(&proc_path).map_err(Error::io(format!(
+            "read {proc_path} for {}",
+            path.display()
+        )))?;
+        if !real.starts_with(rootfs) {
+            return Err(Error::InvalidSpec(format!(
+                "{} left the container's rootfs while it was being set up (it is now {})",
+                path.display(),
+                real.display()
+            )));
+        }
+        Ok(Inside { fd, proc_path })
+    }
+
+    /// The opened inode, for `*at` calls relative to it.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// The path that reaches the opened inode (`/proc/self/fd/N`).
+    pub fn path(&self) -> &str {
+        &self.proc_path
+    }
 }
 
 /// The nosuid/nodev/noexec flags a mount has, which a read-only remount
@@ -128,6 +175,18 @@ pub fn make_readonly(paths: &[PathBuf]) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn an_opened_path_outside_the_root_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().canonicalize().unwrap();
+        std::fs::create_dir(r.join("in")).unwrap();
+        let inside = Inside::open(&r, &r.join("in")).unwrap();
+        assert!(inside.path().starts_with("/proc/self/fd/"));
+        // What a swapped symlink would make of a resolved path.
+        let err = Inside::open(&r.join("in"), &r).err().unwrap().to_string();
+        assert!(err.contains("left the container's rootfs"), "{err}");
+    }
 
     #[test]
     fn links_stay_inside_the_root() {

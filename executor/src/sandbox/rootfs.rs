@@ -3,13 +3,13 @@
 //! itself, every mount of the spec in order, /dev populated, pivot_root,
 //! then the read-only remounts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{chdir, pivot_root};
 
 use super::mount_spec::MountSpec;
-use super::paths::secure_join;
+use super::paths::{Inside, secure_join};
 use crate::error::{Error, Result};
 use crate::spec::ChildConfig;
 
@@ -17,9 +17,15 @@ const NONE: Option<&str> = None;
 
 /// Everything up to and including pivot_root and the read-only remounts.
 pub fn enter(config: &ChildConfig) -> Result<()> {
-    let rootfs = &config.rootfs;
+    let rootfs = &config
+        .rootfs
+        .canonicalize()
+        .map_err(Error::io(format!("rootfs {}", config.rootfs.display())))?;
     mount(NONE, "/", NONE, config.propagation, NONE)
         .map_err(Error::sys("set the propagation of the container's mounts"))?;
+    // pivot_root refuses a new root whose parent mount is shared, and a
+    // shared parent would carry the container's mounts to the host.
+    make_parent_private(rootfs)?;
     // pivot_root needs the new root to be a mount point.
     mount(
         Some(rootfs),
@@ -36,8 +42,8 @@ pub fn enter(config: &ChildConfig) -> Result<()> {
     for (i, m) in config.mounts.iter().enumerate() {
         let target = secure_join(rootfs, &m.destination)?;
         log::debug!("mount {} ({}) on {}", m.source, m.fstype, target.display());
-        let remount =
-            mount_one(&target, m, config.new_cgroup_namespace).map_err(|e| in_mount(i, m, e))?;
+        let remount = mount_one(rootfs, &target, m, config.new_cgroup_namespace)
+            .map_err(|e| in_mount(i, m, e))?;
         if remount {
             readonly_later.push(target);
         }
@@ -74,11 +80,11 @@ fn in_mount(index: usize, m: &MountSpec, e: Error) -> Error {
 
 /// Performs one mount. True when it is to be made read-only only after
 /// /dev is populated (a read-only tmpfs, which must be writable first).
-fn mount_one(target: &Path, m: &MountSpec, cgroupns: bool) -> Result<bool> {
+fn mount_one(rootfs: &Path, target: &Path, m: &MountSpec, cgroupns: bool) -> Result<bool> {
     if m.is_bind() {
-        bind(target, m)?;
+        bind(rootfs, target, m)?;
     } else if m.fstype == "cgroup" || m.fstype == "cgroup2" {
-        super::cgroup_mount::mount_cgroups(target, m, cgroupns)?;
+        super::cgroup_mount::mount_cgroups(rootfs, target, m, cgroupns)?;
     } else {
         std::fs::create_dir_all(target).map_err(Error::io(format!(
             "create mount point {}",
@@ -90,24 +96,44 @@ fn mount_one(target: &Path, m: &MountSpec, cgroupns: bool) -> Result<bool> {
             false => m.flags,
         };
         let data = Some(m.data.as_str()).filter(|d| !d.is_empty());
-        mount(
-            Some(m.source.as_str()),
-            target,
-            Some(m.fstype.as_str()),
-            flags,
-            data,
-        )
-        .map_err(Error::sys(format!("mount {}", m.fstype)))?;
-        propagate(target, m)?;
+        let at = Inside::open(rootfs, target)?;
+        let fstype = Some(m.fstype.as_str());
+        mount(Some(m.source.as_str()), at.path(), fstype, flags, data)
+            .map_err(Error::sys(format!("mount {}", m.fstype)))?;
+        propagate(rootfs, target, m)?;
         return Ok(deferred);
     }
-    propagate(target, m)?;
+    propagate(rootfs, target, m)?;
     Ok(false)
+}
+
+/// Makes the mount that holds `rootfs` private if it is shared, as runc
+/// does before it binds the rootfs.
+fn make_parent_private(rootfs: &Path) -> Result<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(Error::io("read /proc/self/mountinfo"))?;
+    let parent = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, _) = line.split_once(" - ")?;
+            let fields: Vec<&str> = left.split(' ').collect();
+            let point = *fields.get(4)?;
+            let shared = fields.iter().skip(6).any(|f| f.starts_with("shared:"));
+            rootfs
+                .starts_with(point)
+                .then_some((point.to_string(), shared))
+        })
+        .max_by_key(|(point, _)| point.len());
+    if let Some((point, true)) = parent {
+        mount(NONE, point.as_str(), NONE, MsFlags::MS_PRIVATE, NONE)
+            .map_err(Error::sys(format!("make {point} private")))?;
+    }
+    Ok(())
 }
 
 /// A bind volume: the target is made to match the source's kind, bound,
 /// then remounted with the requested flags (a bind mount ignores them).
-fn bind(target: &Path, m: &MountSpec) -> Result<()> {
+fn bind(rootfs: &Path, target: &Path, m: &MountSpec) -> Result<()> {
     let source = Path::new(&m.source);
     let meta = std::fs::metadata(source)
         .map_err(Error::io(format!("bind source {}", source.display())))?;
@@ -129,9 +155,10 @@ fn bind(target: &Path, m: &MountSpec) -> Result<()> {
         target.display()
     )))?;
     let recursive = m.flags & MsFlags::MS_REC;
+    let at = Inside::open(rootfs, target)?;
     mount(
         Some(source),
-        target,
+        at.path(),
         NONE,
         MsFlags::MS_BIND | recursive,
         NONE,
@@ -139,14 +166,10 @@ fn bind(target: &Path, m: &MountSpec) -> Result<()> {
     .map_err(Error::sys(format!("bind {}", source.display())))?;
     let extra = m.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
-        mount(
-            NONE,
-            target,
-            NONE,
-            extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-            NONE,
-        )
-        .map_err(Error::sys(format!(
+        // The new mount now covers the target: reach it afresh.
+        let at = Inside::open(rootfs, target)?;
+        let flags = extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+        mount(NONE, at.path(), NONE, flags, NONE).map_err(Error::sys(format!(
             "remount {} with {extra:?}",
             target.display()
         )))?;
@@ -154,9 +177,13 @@ fn bind(target: &Path, m: &MountSpec) -> Result<()> {
     Ok(())
 }
 
-fn propagate(target: &Path, m: &MountSpec) -> Result<()> {
+fn propagate(rootfs: &Path, target: &Path, m: &MountSpec) -> Result<()> {
+    if m.propagation.is_empty() {
+        return Ok(());
+    }
+    let at = Inside::open(rootfs, target)?;
     for flag in &m.propagation {
-        mount(NONE, target, NONE, *flag, NONE)
+        mount(NONE, at.path(), NONE, *flag, NONE)
             .map_err(Error::sys(format!("set propagation {flag:?}")))?;
     }
     Ok(())
@@ -164,7 +191,7 @@ fn propagate(target: &Path, m: &MountSpec) -> Result<()> {
 
 /// Makes `rootfs` the root with pivot_root, so that the old root is not
 /// reachable any more (chroot alone can be escaped with CAP_SYS_CHROOT).
-fn switch_root(rootfs: &PathBuf) -> Result<()> {
+fn switch_root(rootfs: &Path) -> Result<()> {
     chdir(rootfs).map_err(Error::sys(format!("enter rootfs {}", rootfs.display())))?;
     // Stacking the old root under the new one and detaching it avoids
     // needing a directory for it inside the container's rootfs.
@@ -187,6 +214,7 @@ pub fn remount_readonly(path: &Path, extra: MsFlags) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn a_failed_mount_names_its_index_and_destination() {

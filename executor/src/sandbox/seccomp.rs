@@ -109,7 +109,10 @@ fn add_rule(
     default: ScmpAction,
     default_errno: u32,
 ) -> Result<()> {
-    let act = action(rule.action(), rule.errno_ret(), default_errno);
+    // As runc: a rule without errnoRet returns EPERM; defaultErrnoRet is
+    // for the default action only.
+    let _ = default_errno;
+    let act = action(rule.action(), rule.errno_ret(), libc::EPERM as u32);
     // libseccomp refuses a rule that repeats the default action.
     if act == default {
         return Ok(());

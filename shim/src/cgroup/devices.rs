@@ -66,7 +66,8 @@ pub fn device_lines(rules: &[LinuxDeviceCgroup]) -> anyhow::Result<Vec<(bool, St
         let number = |n: Option<i64>, what: &str| -> anyhow::Result<String> {
             match n {
                 None | Some(-1) => Ok("*".into()),
-                Some(n) if n >= 0 => Ok(n.to_string()),
+                Some(n) if (0..=u32::MAX as i64).contains(&n) => Ok(n.to_string()),
+                Some(n) if n > u32::MAX as i64 => bail!("{field}: {what} {n} is out of range"),
                 Some(n) => bail!("{field}: {what} {n} is negative"),
             }
         };

@@ -32,6 +32,11 @@ impl Cgroup {
                 return Ok(());
             }
             if start.elapsed() > SETTLE {
+                // As runc: a freeze that does not settle is undone, so the
+                // task is not left half frozen while it counts as running.
+                if frozen {
+                    let _ = self.write("freezer", file, if self.v2() { "0" } else { "THAWED" });
+                }
                 bail!("the cgroup did not reach {value} within {SETTLE:?}");
             }
             std::thread::sleep(Duration::from_millis(10));

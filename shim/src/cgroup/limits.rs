@@ -99,6 +99,14 @@ pub fn plan(
         writes.push(write("pids", "pids.max", value));
     }
     for huge in resources.hugepage_limits().iter().flatten() {
+        let size = huge.page_size();
+        let digits = size
+            .trim_end_matches("B")
+            .trim_end_matches(['K', 'M', 'G', 'T', 'P']);
+        if !size.ends_with('B') || digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit())
+        {
+            bail!("linux.resources.hugepageLimits: page size {size:?} is not like 2MB or 1GB");
+        }
         let file = match v2 {
             false => format!("hugetlb.{}.limit_in_bytes", huge.page_size()),
             true => format!("hugetlb.{}.max", huge.page_size()),
@@ -189,8 +197,12 @@ fn memory_v2(memory: &LinuxMemory, writes: &mut Vec<Write>) -> anyhow::Result<()
     };
     // OCI's swap counts memory plus swap; v2's memory.swap.max is swap alone.
     let swap_max = match (swap, limit) {
+        // An unlimited memory limit lifts the swap limit with it, as runc.
+        (0, -1) | (-1, _) => Some("max".to_string()),
         (0, _) => None,
-        (-1, _) | (_, -1) => Some("max".to_string()),
+        (_, -1) => {
+            bail!("linux.resources.memory.swap {swap} is set with an unlimited memory limit")
+        }
         (_, 0) => bail!("linux.resources.memory.swap is set without a memory limit"),
         (s, l) if s < l => bail!(
             "linux.resources.memory.swap {s} is below the memory limit {l} (it counts memory plus swap)"
@@ -401,6 +413,14 @@ mod tests {
             (r#"{"memory": {"swappiness": 10}}"#, "swappiness"),
             (r#"{"cpu": {"realtimeRuntime": 5}}"#, "realtime"),
             (r#"{"unified": {"../x": "1"}}"#, "not a cgroup file name"),
+            (
+                r#"{"hugepageLimits": [{"pageSize": "../2MB", "limit": 1}]}"#,
+                "page size",
+            ),
+            (
+                r#"{"memory": {"limit": -1, "swap": 5}}"#,
+                "unlimited memory limit",
+            ),
         ];
         for (json, text) in bad {
             let err = plan(&resources(json), true, &none).unwrap_err().to_string();

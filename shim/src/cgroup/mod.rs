@@ -132,6 +132,8 @@ impl Cgroup {
             // In v2 an empty cpuset.cpus means "as the parent": nothing to do.
             if self.v1 {
                 inherit_cpuset(dir)?;
+            } else {
+                enable_controllers(dir);
             }
         }
         Ok(())
@@ -166,6 +168,35 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+}
+
+/// Enables, on every level above `dir` down from the hierarchy's root,
+/// the controllers that level has, so that `dir` gets their files
+/// (memory.max, cpu.max, pids.max…). As runc, a controller the kernel
+/// refuses to enable is left out rather than failing: the write of its
+/// limit then says which file is missing.
+fn enable_controllers(dir: &Path) {
+    let mut levels: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .filter(|level| level.join("cgroup.controllers").exists())
+        .collect();
+    levels.reverse();
+    for level in levels {
+        let available =
+            std::fs::read_to_string(level.join("cgroup.controllers")).unwrap_or_default();
+        let enabled =
+            std::fs::read_to_string(level.join("cgroup.subtree_control")).unwrap_or_default();
+        let file = level.join("cgroup.subtree_control");
+        for controller in available.split_whitespace() {
+            if enabled.split_whitespace().any(|e| e == controller) {
+                continue;
+            }
+            if let Err(e) = std::fs::write(&file, format!("+{controller}")) {
+                log::debug!("enable {controller} in {}: {e}", file.display());
+            }
+        }
     }
 }
 
@@ -366,6 +397,20 @@ mod tests {
                 "0"
             );
         }
+    }
+
+    #[test]
+    fn v2_enables_controllers_above_the_container() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::write(r.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        std::fs::write(r.join("cgroup.subtree_control"), "memory\n").unwrap();
+        let cg = Cgroup::at(vec![(r.join("default/c1"), vec![])], false);
+        cg.create().unwrap();
+        // A plain file keeps the last write; the kernel would keep all.
+        let written = std::fs::read_to_string(r.join("cgroup.subtree_control")).unwrap();
+        assert_eq!(written, "+pids");
+        assert!(r.join("default/c1").is_dir());
     }
 
     #[test]

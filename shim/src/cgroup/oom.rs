@@ -6,9 +6,10 @@
 //! which the shim does not use).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::Context;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
@@ -83,9 +84,28 @@ fn parse_oom_kills(text: &str) -> u64 {
 
 impl OomWatch {
     /// Waits (blocking) for the next OOM kill. None once the cgroup is
-    /// gone (its removal also wakes the watch) or the watch failed.
+    /// gone or the watch failed. Removing a v1 cgroup signals its eventfd,
+    /// but removing a v2 one sends no inotify event (kernfs), so the wait
+    /// also looks every second whether the cgroup is still there.
     pub fn next(&mut self) -> Option<()> {
         loop {
+            let fd = match &self.source {
+                Source::V1 { events, .. } => events.as_fd(),
+                Source::V2 { events } => events.as_fd(),
+            };
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            let ready = match poll(&mut fds, PollTimeout::from(1000u16)) {
+                Ok(n) => n > 0,
+                Err(nix::errno::Errno::EINTR) => false,
+                Err(_) => return None,
+            };
+            let dir = self.cgroup.dir("memory")?;
+            if !dir.exists() {
+                return None;
+            }
+            if !ready {
+                continue;
+            }
             let woke = match &self.source {
                 Source::V1 { events, .. } => events.read().map(drop),
                 Source::V2 { events } => events.read_events().map(drop),

@@ -41,8 +41,7 @@ impl Service {
             container_id: id.to_string(),
             ..Default::default()
         };
-        self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event));
         Ok(())
     }
 
@@ -53,8 +52,7 @@ impl Service {
             container_id: id.to_string(),
             ..Default::default()
         };
-        self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event));
         Ok(())
     }
 
@@ -82,13 +80,19 @@ impl Service {
                 any.type_url
             )));
         }
-        let resources: LinuxResources = serde_json::from_slice(&any.value)
+        let mut resources: LinuxResources = serde_json::from_slice(&any.value)
             .map_err(|e| Fail::invalid(format!("task {id}: Update resources: {e}")))?;
         let tasks = self.table().await;
         let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-        let cg = cgroup_of(id, task.live(id, Event::Resources)?)?.clone();
-        // A v2 filter attached at Create cannot be widened by another
-        // one (all attached filters must allow), so it is not replaced.
+        let live = task.live(id, Event::Resources)?;
+        let cg = cgroup_of(id, live)?.clone();
+        // The CRI sends every resource at each Update, the device rules
+        // included: rules equal to those in force are left alone.
+        if resources.devices() == &live.resources.device_rules {
+            resources.set_devices(None);
+        }
+        // A v2 filter attached at Create cannot be widened by another one
+        // (every attached filter must allow), so a change is refused.
         if cg.v2() && resources.devices().is_some() {
             return Err(Fail::invalid(format!(
                 "task {id}: linux.resources.devices cannot be changed by Update on cgroup v2"
@@ -152,9 +156,7 @@ impl Service {
                     container_id: id.clone(),
                     ..Default::default()
                 };
-                service
-                    .publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(event))
-                    .await;
+                service.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(event));
             }
         });
     }

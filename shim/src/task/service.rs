@@ -100,9 +100,17 @@ impl Service {
         self.0.tasks.lock().await
     }
 
-    /// Delivers an event to containerd before returning.
-    pub(super) async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        self.0.publisher.publish(topic, event).await;
+    /// Queues an event for containerd; events leave in this order.
+    pub(super) fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        self.0.publisher.publish(topic, event);
+    }
+
+    /// Waits (a little) for queued events to reach containerd.
+    pub async fn flush_events(&self) {
+        self.0
+            .publisher
+            .flush(std::time::Duration::from_secs(10))
+            .await;
     }
 
     /// Creates the task for a caller that may give up before it is done:
@@ -212,8 +220,7 @@ impl Service {
                 pid: pid.as_raw() as u32,
                 ..Default::default()
             }),
-        )
-        .await;
+        );
         drop(tasks);
         Ok(api::CreateTaskResponse {
             pid: pid.as_raw() as u32,
@@ -251,8 +258,7 @@ impl Service {
                 exited_at: Some(timestamp(at)).into(),
                 ..Default::default()
             }),
-        )
-        .await;
+        );
     }
 
     pub async fn start_task(&self, id: &str) -> RpcResult<api::StartResponse> {
@@ -280,8 +286,7 @@ impl Service {
                 pid,
                 ..Default::default()
             }),
-        )
-        .await;
+        );
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -361,7 +366,6 @@ impl Service {
             Ok(Err(e)) => log::error!("task {id}: {e:#}"),
             Err(e) => log::error!("task {id}: release: {e}"),
         }
-        self.table().await.remove(id);
         log::info!("task {id}: deleted");
         self.publish(
             topics::TASK_DELETE_EVENT_TOPIC,
@@ -373,8 +377,9 @@ impl Service {
                 exited_at: Some(timestamp(exit.at)).into(),
                 ..Default::default()
             }),
-        )
-        .await;
+        );
+        // Last: until now the row kept the shim from shutting down.
+        self.table().await.remove(id);
         Ok(api::DeleteResponse {
             pid,
             exit_status: exit.code,
