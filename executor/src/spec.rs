@@ -55,6 +55,7 @@ pub struct ChildConfig {
     pub umask: Option<u32>,
     pub oom_score_adj: Option<i32>,
     pub apparmor_profile: Option<String>,
+    pub selinux_label: Option<String>,
     pub seccomp: Option<LinuxSeccomp>,
     /// `linux.resources.memory.limit`, which also bounds a Wasm guest.
     pub memory_limit: Option<u64>,
@@ -170,12 +171,13 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
         )));
     }
     let linux = spec.linux().clone().unwrap_or_default();
+    let mount_label = linux.mount_label().clone().filter(|l| !l.is_empty());
     let mounts = spec
         .mounts()
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, m)| mount_spec::parse(i, m))
+        .map(|(i, m)| mount_spec::parse(i, mount_label.as_deref(), m))
         .collect::<Result<Vec<_>>>()?;
     let mut sysctl: Vec<(String, String)> = linux
         .sysctl()
@@ -211,6 +213,7 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
         umask: user.umask(),
         oom_score_adj: process.oom_score_adj(),
         apparmor_profile: process.apparmor_profile().clone().filter(|p| !p.is_empty()),
+        selinux_label: process.selinux_label().clone().filter(|l| !l.is_empty()),
         seccomp: linux.seccomp().clone(),
         memory_limit: linux
             .resources()

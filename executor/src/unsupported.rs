@@ -53,7 +53,7 @@ pub fn check(spec: &Spec) -> Result<()> {
             .as_ref()
             .is_some_and(|l| !l.is_empty())
         {
-            return Err(selinux("process.selinuxLabel"));
+            selinux("process.selinuxLabel")?;
         }
         if let Some(profile) = process
             .apparmor_profile()
@@ -81,7 +81,7 @@ pub fn check(spec: &Spec) -> Result<()> {
             return Err(refuse(field, NOT_SUPPORTED));
         }
         if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(selinux("linux.mountLabel"));
+            selinux("linux.mountLabel")?;
         }
         if let Some(seccomp) = linux.seccomp() {
             crate::sandbox::seccomp::check(seccomp)?;
@@ -90,13 +90,20 @@ pub fn check(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// SELinux labels: refused where SELinux is off, as runc refuses a process
-/// label there; applying them where it is on is not built yet.
-fn selinux(field: &str) -> Error {
-    match std::path::Path::new("/sys/fs/selinux/enforce").exists() {
-        false => refuse(field, "is set but SELinux is not enabled on this host"),
-        true => refuse(field, NOT_SUPPORTED),
+/// SELinux labels are refused where SELinux is off, as runc refuses a
+/// process label there (and a mount label makes its mounts fail).
+fn selinux(field: &str) -> Result<()> {
+    match selinux_enabled() {
+        true => Ok(()),
+        false => Err(refuse(
+            field,
+            "is set but SELinux is not enabled on this host",
+        )),
     }
+}
+
+pub fn selinux_enabled() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
 }
 
 pub fn apparmor_enabled() -> bool {

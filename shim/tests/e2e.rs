@@ -472,3 +472,25 @@ fn a_new_cgroup_namespace_is_rooted_at_the_containers_cgroup() {
     }
     ctrd.stop_and_remove(id, "SIGKILL");
 }
+
+/// Whatever umask containerd runs with, the shim's socket and its
+/// directory are root's alone: whoever can connect can send a Create.
+#[test]
+fn the_shim_socket_is_private_under_any_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(ctrd) = common::containerd_with_umask(0) else {
+        return;
+    };
+    ctrd.import("sleep");
+    ctrd.start_detached("sleep", "umask-1", &[]);
+    let bundle = ctrd.dir().join(format!(
+        "state/io.containerd.runtime.v2.task/{}/umask-1",
+        common::NAMESPACE
+    ));
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+    let socket = std::path::PathBuf::from(address.trim_start_matches("unix://"));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket) & 0o077, 0, "socket {}", socket.display());
+    assert_eq!(mode(socket.parent().unwrap()), 0o700, "socket directory");
+    ctrd.stop_and_remove("umask-1", "SIGKILL");
+}

@@ -66,6 +66,7 @@ fn join_namespaces(config: &ChildConfig) -> Result<()> {
 pub fn drop_privileges(config: &ChildConfig, workload: Workload) -> Result<()> {
     let on_exec = workload == Workload::Native;
     process::apply_apparmor(config.apparmor_profile.as_deref(), on_exec)?;
+    process::apply_selinux(config.selinux_label.as_deref(), on_exec)?;
     if config.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(Error::sys("set no_new_privs"))?;
     }

@@ -86,8 +86,10 @@ const REFUSED: [&str; 12] = [
     "remount",
 ];
 
-/// Parses mount number `index` of the spec.
-pub fn parse(index: usize, mount: &Mount) -> Result<MountSpec> {
+/// Parses mount number `index` of the spec. `label` is the spec's SELinux
+/// `linux.mountLabel`, given to every filesystem that takes a context
+/// (not proc, sysfs, mqueue or bind mounts), as runc gives it.
+pub fn parse(index: usize, label: Option<&str>, mount: &Mount) -> Result<MountSpec> {
     let field = format!("mounts[{index}]");
     let destination = mount.destination().clone();
     if !destination.is_absolute() {
@@ -150,6 +152,14 @@ pub fn parse(index: usize, mount: &Mount) -> Result<MountSpec> {
             destination.display()
         )));
     }
+    let labelled = !flags.contains(MsFlags::MS_BIND)
+        && !matches!(
+            fstype.as_str(),
+            "proc" | "sysfs" | "mqueue" | "cgroup" | "cgroup2"
+        );
+    if let (Some(label), true) = (label, labelled) {
+        data.push(format!("context=\"{label}\""));
+    }
     Ok(MountSpec {
         destination,
         fstype,
@@ -172,6 +182,7 @@ mod tests {
     fn splits_flags_propagation_and_data() {
         let m = parse(
             0,
+            None,
             &mount(
                 r#"{"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
                     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k", "rprivate"]}"#,
@@ -191,6 +202,7 @@ mod tests {
     fn bind_volumes_with_ro_and_rbind() {
         let m = parse(
             1,
+            Some("system_u:object_r:container_file_t:s0"),
             &mount(r#"{"destination": "/data", "type": "bind", "source": "/srv", "options": ["rbind", "ro", "nosuid"]}"#),
         )
         .unwrap();
@@ -201,10 +213,25 @@ mod tests {
         );
         let rw = parse(
             2,
+            None,
             &mount(r#"{"destination": "/d", "source": "/s", "options": ["bind", "ro", "rw"]}"#),
         )
         .unwrap();
         assert_eq!(rw.flags, MsFlags::MS_BIND);
+        assert!(m.data.is_empty(), "a bind mount takes no context");
+    }
+
+    #[test]
+    fn the_mount_label_goes_to_filesystems_that_take_a_context() {
+        let label = Some("system_u:object_r:container_file_t:s0:c1,c2");
+        let tmpfs = mount(r#"{"destination": "/run", "type": "tmpfs", "options": ["mode=755"]}"#);
+        let data = parse(0, label, &tmpfs).unwrap().data;
+        assert_eq!(
+            data,
+            "mode=755,context=\"system_u:object_r:container_file_t:s0:c1,c2\""
+        );
+        let proc = mount(r#"{"destination": "/proc", "type": "proc"}"#);
+        assert!(parse(0, label, &proc).unwrap().data.is_empty());
     }
 
     #[test]
@@ -229,7 +256,7 @@ mod tests {
             ),
             (r#"{"destination": "/d", "source": "x"}"#, "no type"),
         ] {
-            let err = parse(3, &mount(json)).unwrap_err().to_string();
+            let err = parse(3, None, &mount(json)).unwrap_err().to_string();
             assert!(
                 err.contains("mounts[3]") && err.contains(text),
                 "{json}: {err}"

@@ -139,6 +139,20 @@ pub fn apply_apparmor(profile: Option<&str>, on_exec: bool) -> Result<()> {
     )))
 }
 
+/// Applies `process.selinuxLabel` (checked at Create to need SELinux on
+/// the host): as the exec label for a native program, as runc does, or
+/// at once for a Wasm guest, which runs in this very process.
+pub fn apply_selinux(label: Option<&str>, on_exec: bool) -> Result<()> {
+    let Some(label) = label else {
+        return Ok(());
+    };
+    let file = match on_exec {
+        true => "/proc/self/attr/exec",
+        false => "/proc/self/attr/current",
+    };
+    std::fs::write(file, label).map_err(Error::io(format!("apply process.selinuxLabel {label}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

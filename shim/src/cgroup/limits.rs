@@ -31,8 +31,22 @@ impl Cgroup {
         refuse_unsupported(resources, self.v2())?;
         let current = |controller: &str, file: &str| self.read(controller, file).ok();
         for w in plan(resources, self.v2(), &current)? {
-            self.write(w.controller, &w.file, &w.value)
-                .with_context(|| describe(&w))?;
+            if let Err(e) = self.write(w.controller, &w.file, &w.value) {
+                // v1 reclaims what it can of a lowered limit, then fails
+                // with EBUSY: the container uses more than the new limit.
+                let busy = e
+                    .root_cause()
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::raw_os_error)
+                    == Some(libc::EBUSY);
+                if busy && w.file.starts_with("memory.") {
+                    bail!(
+                        "linux.resources.memory.limit {} is below the container's current memory usage, which the kernel could not reclaim",
+                        w.value
+                    );
+                }
+                return Err(e.context(describe(&w)));
+            }
         }
         if let Some(rules) = resources.devices() {
             self.apply_devices(rules)?;
@@ -283,10 +297,14 @@ fn cpu_writes(cpu: &LinuxCpu, v2: bool, writes: &mut Vec<Write>) -> anyhow::Resu
     Ok(())
 }
 
-/// Refuses an Update whose memory limit is below what the container uses
-/// now: the kernel would reclaim what it can and then fail with EBUSY, or
-/// on v2 OOM-kill the container on the spot.
+/// Refuses, on cgroup v2, an Update whose memory limit is below the
+/// container's working set (usage less inactive page cache, as the
+/// kubelet counts it): v2 has no EBUSY, the kernel would OOM-kill the
+/// container on the spot. On v1 the kernel itself refuses (see `apply`).
 pub fn check_update(cg: &Cgroup, resources: &LinuxResources) -> anyhow::Result<()> {
+    if !cg.v2() {
+        return Ok(());
+    }
     let Some(limit) = resources
         .memory()
         .as_ref()
@@ -295,14 +313,17 @@ pub fn check_update(cg: &Cgroup, resources: &LinuxResources) -> anyhow::Result<(
     else {
         return Ok(());
     };
-    let usage_file = match cg.v2() {
-        true => "memory.current",
-        false => "memory.usage_in_bytes",
-    };
-    let usage: i64 = cg
-        .read("memory", usage_file)?
+    let current: i64 = cg
+        .read("memory", "memory.current")?
         .parse()
-        .with_context(|| format!("parse {usage_file}"))?;
+        .context("parse memory.current")?;
+    let stat = cg.read("memory", "memory.stat").unwrap_or_default();
+    let inactive: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("inactive_file "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let usage = current - inactive;
     if limit < usage {
         bail!(
             "linux.resources.memory.limit {limit} is below the container's current memory usage of {usage} bytes"
@@ -456,5 +477,11 @@ mod tests {
             "{err}"
         );
         assert!(check_update(&cg, &resources(r#"{"memory": {"limit": 6000}}"#)).is_ok());
+        std::fs::write(
+            root.path().join("memory.stat"),
+            "anon 1000\ninactive_file 3000\n",
+        )
+        .unwrap();
+        assert!(check_update(&cg, &low).is_ok(), "page cache is reclaimable");
     }
 }

@@ -103,7 +103,11 @@ impl Service {
         blocking(id, move || cgroup::check_update(&checked, &limits))
             .await
             .map_err(|fail| Fail::invalid(fail.message))?;
-        blocking(id, move || cg.apply(&resources)).await?;
+        // What the kernel refuses here is the request's fault (a value
+        // out of range, a limit below usage): InvalidArgument.
+        blocking(id, move || cg.apply(&resources))
+            .await
+            .map_err(|fail| Fail::invalid(fail.message))?;
         log::info!("task {id}: resources updated");
         Ok(())
     }

@@ -23,13 +23,18 @@ pub struct Containerd {
 /// A private containerd with this build's shim on its PATH, or `None`
 /// (saying why) where the end-to-end tests cannot run.
 pub fn containerd() -> Option<Containerd> {
-    can_run().then(|| Containerd::start(false))
+    can_run().then(|| Containerd::start(false, None))
+}
+
+/// As [`containerd`], with containerd started under `umask`.
+pub fn containerd_with_umask(umask: u32) -> Option<Containerd> {
+    can_run().then(|| Containerd::start(false, Some(umask)))
 }
 
 /// As [`containerd`], with a copy of the shim binary on containerd's PATH
 /// (not a link to the build's), for tests that replace it.
 pub fn containerd_with_copied_shim() -> Option<Containerd> {
-    can_run().then(|| Containerd::start(true))
+    can_run().then(|| Containerd::start(true, None))
 }
 
 /// The end-to-end tests need root and a containerd; say so when missing.
@@ -65,7 +70,7 @@ pub fn image(name: &str) -> String {
 }
 
 impl Containerd {
-    fn start(copy_shim: bool) -> Self {
+    fn start(copy_shim: bool, umask: Option<u32>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("e2e-ctrd")
             .tempdir_in("/tmp")
@@ -92,8 +97,11 @@ impl Containerd {
             bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let process = Command::new("containerd")
-            .arg("--config")
+        // A shell sets the umask, then becomes containerd.
+        let umask = format!("{:03o}", umask.unwrap_or(0o022));
+        let process = Command::new("sh")
+            .args(["-c", "umask \"$0\" && exec containerd --config \"$1\""])
+            .arg(&umask)
             .arg(d.join("config.toml"))
             .env("PATH", path)
             .stdin(Stdio::null())
