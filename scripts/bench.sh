@@ -115,11 +115,11 @@ stop_all native-idle
 ours_native_10=$(idle "$ours" "$ref/native-sleep:latest" ours-native-idle 10)
 stop_all ours-native-idle
 
-printf '\n| %-44s | %-22s | %-22s |\n' "measure" "wasmtime shim (Wasm)" "runc (static native)"
+printf '\n| %-44s | %-22s | %-22s |\n' "measure" "wasmtime shim" "runc (static native)"
 printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..24})" "$(printf -- '-%.0s' {1..24})"
 printf '| %-44s | %-22s | %-22s |\n' "ctr run --rm hello, min / median / p99 (ms)" "$ours_run" "$theirs_run"
 printf '| %-44s | %-22s | %-22s |\n' "PSS, 1 idle container (MB)" "$(mb "$ours_1")" "$(mb "$theirs_1")"
 printf '| %-44s | %-22s | %-22s |\n' "PSS, 10 idle containers (MB)" "$(mb "$ours_10")" "$(mb "$theirs_10")"
 printf '| %-44s | %-22s | %-22s |\n' "PSS per container with 10 running (MB)" "$(mb "$ours_10" 10)" "$(mb "$theirs_10" 10)"
-printf '| %-44s | %-22s | %-22s |\n' "native hello under each, min / median / p99 (ms)" "$ours_native_run" "$theirs_run"
+printf '| %-44s | %-22s | %-22s |\n' "native hello, min / median / p99 (ms)" "$ours_native_run" "$theirs_run"
 printf '| %-44s | %-22s | %-22s |\n' "PSS, 10 idle native containers (MB)" "$(mb "$ours_native_10")" "$(mb "$theirs_10")"
