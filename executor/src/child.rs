@@ -99,10 +99,12 @@ fn prepare_child(bundle: &Path) -> Result<Ready> {
     let path = config.cwd.join(&found);
     if detect(&head(&path)?) == Kind::Native {
         crate::native::close_on_exec_above_stdio()?;
-        sandbox::drop_privileges(&config, Workload::Native)?;
         // Until the exec, a termination signal ends the child, as it ends
-        // runc's init: blocked, it would be dropped at the exec.
+        // runc's init: blocked, it would be dropped at the exec. Started
+        // before seccomp, which may not allow making a thread; the thread
+        // only waits for a signal and dies at the exec.
         signals::spawn_watcher().map_err(Error::io("start the signal thread"))?;
+        sandbox::drop_privileges(&config, Workload::Native)?;
         let program = crate::native::prepare(&path, &config.args, &config.env)?;
         return Ok(Ready::Native(program));
     }

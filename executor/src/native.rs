@@ -124,8 +124,28 @@ pub fn fill_home(env: &mut Vec<(String, String)>, uid: u32) {
     if env.iter().any(|(k, _)| k == "HOME") {
         return;
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let passwd = read_passwd().unwrap_or_default();
     env.push(("HOME".into(), home_of(&passwd, uid).unwrap_or("/").into()));
+}
+
+/// The image's /etc/passwd, if it is a regular file of sane size: the
+/// image could make it a FIFO (a hang) or a link to /dev/zero (no end).
+fn read_passwd() -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const LIMIT: u64 = 4 << 20;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open("/etc/passwd")
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > LIMIT {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(LIMIT).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 fn home_of(passwd: &str, uid: u32) -> Option<&str> {

@@ -56,6 +56,8 @@ pub struct ChildConfig {
     pub oom_score_adj: Option<i32>,
     pub apparmor_profile: Option<String>,
     pub selinux_label: Option<String>,
+    /// `linux.mountLabel`, the SELinux context of the container's mounts.
+    pub mount_label: Option<String>,
     pub seccomp: Option<LinuxSeccomp>,
     /// `linux.resources.memory.limit`, which also bounds a Wasm guest.
     pub memory_limit: Option<u64>,
@@ -214,6 +216,7 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
         oom_score_adj: process.oom_score_adj(),
         apparmor_profile: process.apparmor_profile().clone().filter(|p| !p.is_empty()),
         selinux_label: process.selinux_label().clone().filter(|l| !l.is_empty()),
+        mount_label: mount_label.clone(),
         seccomp: linux.seccomp().clone(),
         memory_limit: linux
             .resources()

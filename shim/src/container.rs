@@ -131,11 +131,21 @@ async fn create_with(
         cg.create()
             .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
         log::debug!("task {id}: cgroup {path}");
-        if let Some(limits) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            cg.apply(limits)
+        let none = oci_spec::runtime::LinuxResources::default();
+        let limits = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .unwrap_or(&none);
+        cg.apply(limits)
+            .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+        // As runc: without device rules a container still gets the
+        // allow-list of default devices, not every device of the host.
+        if limits.devices().is_none() {
+            cg.apply_devices(&[])
                 .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
-            resources.device_rules = limits.devices().clone();
         }
+        resources.device_rules = limits.devices().clone();
     }
 
     let bundle = resources.bundle.to_string_lossy().into_owned();

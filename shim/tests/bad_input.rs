@@ -163,6 +163,19 @@ fn bad_specs_are_refused_by_field() {
     );
     assert_spec_refused(
         &ctrd,
+        "bad-proc",
+        |s| {
+            s["mounts"].as_array_mut().unwrap().push(
+                serde_json::json!({"destination": "/proc/sys", "type": "bind", "source": "/tmp", "options": ["rbind"]}),
+            )
+        },
+        &[
+            "mounts[7]",
+            "cannot mount on /proc/sys: /proc belongs to procfs",
+        ],
+    );
+    assert_spec_refused(
+        &ctrd,
         "bad-cgroup",
         |s| s["linux"]["cgroupsPath"] = "/e2e/../../escape".into(),
         &["linux.cgroupsPath", "'..'"],

@@ -3,9 +3,8 @@
 //! BPF_PROG_TYPE_CGROUP_DEVICE and attached to the container's cgroup, the
 //! v2 counterpart of the v1 devices controller, as runc does it. Rules are
 //! checked from the last to the first and the first match decides, so the
-//! last matching rule wins, as in v1. A list without a rule for all devices
-//! allows what it does not deny, as runc's device emulator does (specs
-//! from containerd and the CRI always start by denying all).
+//! last matching rule wins, as in v1; a request no rule matches is denied,
+//! as runc's device emulator starts from an allow-list.
 
 use std::ffi::c_void;
 use std::fs::File;
@@ -113,7 +112,7 @@ pub fn program(rules: &[DeviceRule]) -> Vec<Insn> {
             return code;
         }
     }
-    code.push(insn(MOV64_K, 0, 0, 0, 1));
+    code.push(insn(MOV64_K, 0, 0, 0, 0));
     code.push(insn(EXIT, 0, 0, 0, 0));
     code
 }
@@ -288,7 +287,7 @@ mod tests {
         assert_eq!(open.last().unwrap().code, EXIT);
         let no_default = program(&[rule(false, 'c', Some(1), Some(1), "rwm")]);
         assert_eq!(decide(&no_default, c, r, 1, 1), 0);
-        assert_eq!(decide(&no_default, c, r, 1, 3), 1, "allowed unless denied");
+        assert_eq!(decide(&no_default, c, r, 1, 3), 0, "denied unless allowed");
     }
 
     /// On a host with a cgroup v2 hierarchy (pure or hybrid), a child in a

@@ -47,7 +47,7 @@ pub fn enter(config: &ChildConfig) -> Result<()> {
     process::set_names(config)?;
     process::apply_sysctl(config)?;
     paths::make_readonly(&config.readonly_paths)?;
-    paths::mask(&config.masked_paths)?;
+    paths::mask(&config.masked_paths, config.mount_label.as_deref())?;
     process::set_rlimits(&config.rlimits)
 }
 

@@ -84,7 +84,9 @@ impl Inside {
             "read {proc_path} for {}",
             path.display()
         )))?;
-        if !real.starts_with(rootfs) {
+        // The path was resolved without symlinks: anything else read back
+        // means a component was swapped after the resolution.
+        if !real.starts_with(rootfs) || real != path {
             return Err(Error::InvalidSpec(format!(
                 "{} left the container's rootfs while it was being set up (it is now {})",
                 path.display(),
@@ -106,6 +108,54 @@ impl Inside {
     }
 }
 
+/// Files under /proc that a bind mount may cover (lxcfs and the like
+/// provide container-aware versions of them), as runc allows.
+const PROC_FILES_ALLOWED: [&str; 10] = [
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Refuses a mount whose resolved destination is in /proc, other than
+/// procfs itself at /proc and the allowed files, as runc's checkProcMount
+/// does: a volume over /proc would let the image fake the files through
+/// which the LSM labels and sysctls are set.
+pub fn check_proc_mount(inside: &Path, fstype: &str) -> Result<()> {
+    let proc = Path::new("/proc");
+    if !inside.starts_with(proc) {
+        return Ok(());
+    }
+    if inside == proc && fstype == "proc" {
+        return Ok(());
+    }
+    if PROC_FILES_ALLOWED.iter().any(|f| inside == Path::new(f)) {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "cannot mount on {}: /proc belongs to procfs",
+        inside.display()
+    )))
+}
+
+/// Writes a file of the container's /proc after checking that it really
+/// is on procfs, not on something the image or a volume put there.
+pub fn write_proc(path: &str, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let stat = nix::sys::statfs::fstatfs(&file).map_err(std::io::Error::from)?;
+    if stat.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(std::io::Error::other(format!("{path} is not on procfs")));
+    }
+    file.write_all(value.as_bytes())
+}
+
 /// The nosuid/nodev/noexec flags a mount has, which a read-only remount
 /// of it must keep (the kernel refuses to drop locked ones).
 pub fn locked_flags(path: &Path) -> Result<MsFlags> {
@@ -124,8 +174,10 @@ pub fn locked_flags(path: &Path) -> Result<MsFlags> {
 }
 
 /// Hides each masked path: /dev/null over a file, an empty read-only
-/// tmpfs over a directory. A path that does not exist is skipped.
-pub fn mask(paths: &[PathBuf]) -> Result<()> {
+/// tmpfs (with the mount label, if any) over a directory. A path that
+/// does not exist is skipped.
+pub fn mask(paths: &[PathBuf], label: Option<&str>) -> Result<()> {
+    let context = label.map(|l| format!("context=\"{l}\""));
     for path in paths {
         let Ok(meta) = std::fs::metadata(path) else {
             continue;
@@ -136,7 +188,7 @@ pub fn mask(paths: &[PathBuf]) -> Result<()> {
                 path,
                 Some("tmpfs"),
                 MsFlags::MS_RDONLY,
-                None::<&str>,
+                context.as_deref(),
             ),
             false => mount(
                 Some("/dev/null"),
@@ -186,6 +238,23 @@ mod tests {
         // What a swapped symlink would make of a resolved path.
         let err = Inside::open(&r.join("in"), &r).err().unwrap().to_string();
         assert!(err.contains("left the container's rootfs"), "{err}");
+        std::os::unix::fs::symlink("in", r.join("link")).unwrap();
+        let err = Inside::open(&r, &r.join("link/."))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("left the container's rootfs"), "{err}");
+    }
+
+    #[test]
+    fn proc_takes_only_procfs_and_the_allowed_files() {
+        assert!(check_proc_mount(Path::new("/proc"), "proc").is_ok());
+        assert!(check_proc_mount(Path::new("/proc/cpuinfo"), "bind").is_ok());
+        assert!(check_proc_mount(Path::new("/data"), "bind").is_ok());
+        assert!(check_proc_mount(Path::new("/proc"), "tmpfs").is_err());
+        let err = check_proc_mount(Path::new("/proc/self/attr"), "bind").unwrap_err();
+        assert!(err.to_string().contains("/proc belongs to procfs"), "{err}");
+        assert!(write_proc("/tmp/not-proc-at-all", "x").is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub fn set_names(config: &ChildConfig) -> Result<()> {
             .map_err(Error::sys(format!("set hostname {hostname}")))?;
     }
     if let Some(domain) = &config.domainname {
-        std::fs::write("/proc/sys/kernel/domainname", domain)
+        super::paths::write_proc("/proc/sys/kernel/domainname", domain)
             .map_err(Error::io(format!("set domainname {domain}")))?;
     }
     Ok(())
@@ -61,7 +61,8 @@ pub fn sysctl_path(key: &str, own_network: bool) -> Result<PathBuf> {
 pub fn apply_sysctl(config: &ChildConfig) -> Result<()> {
     for (key, value) in &config.sysctl {
         let path = sysctl_path(key, config.own_network)?;
-        std::fs::write(&path, value).map_err(Error::io(format!("linux.sysctl {key}={value}")))?;
+        super::paths::write_proc(&path.to_string_lossy(), value)
+            .map_err(Error::io(format!("linux.sysctl {key}={value}")))?;
     }
     Ok(())
 }
@@ -134,7 +135,7 @@ pub fn apply_apparmor(profile: Option<&str>, on_exec: bool) -> Result<()> {
         true => modern,
         false => format!("/proc/self/attr/{file}"),
     };
-    std::fs::write(&path, format!("{command} {profile}")).map_err(Error::io(format!(
+    super::paths::write_proc(&path, &format!("{command} {profile}")).map_err(Error::io(format!(
         "apply process.apparmorProfile {profile}"
     )))
 }
@@ -150,7 +151,8 @@ pub fn apply_selinux(label: Option<&str>, on_exec: bool) -> Result<()> {
         true => "/proc/self/attr/exec",
         false => "/proc/self/attr/current",
     };
-    std::fs::write(file, label).map_err(Error::io(format!("apply process.selinuxLabel {label}")))
+    super::paths::write_proc(file, label)
+        .map_err(Error::io(format!("apply process.selinuxLabel {label}")))
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub fn enter(config: &ChildConfig) -> Result<()> {
     let mut readonly_later = Vec::new();
     for (i, m) in config.mounts.iter().enumerate() {
         let target = secure_join(rootfs, &m.destination)?;
+        let inside = Path::new("/").join(target.strip_prefix(rootfs).unwrap_or(&target));
+        super::paths::check_proc_mount(&inside, &m.fstype).map_err(|e| in_mount(i, m, e))?;
         log::debug!("mount {} ({}) on {}", m.source, m.fstype, target.display());
         let remount = mount_one(rootfs, &target, m, config.new_cgroup_namespace)
             .map_err(|e| in_mount(i, m, e))?;

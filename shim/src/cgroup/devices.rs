@@ -51,10 +51,12 @@ impl Cgroup {
     }
 }
 
-/// Each rule as (allow, "type major:minor access"), the spec's first and
-/// the always-allowed ones after them.
+/// Each rule as (allow, "type major:minor access"): all devices denied,
+/// then the spec's rules, then the always-allowed ones. runc starts from
+/// the same allow-list whatever the spec says, so a spec without device
+/// rules gets only the default devices, not the host's.
 pub fn device_lines(rules: &[LinuxDeviceCgroup]) -> anyhow::Result<Vec<(bool, String)>> {
-    let mut lines = Vec::new();
+    let mut lines = vec![(false, "a *:* rwm".to_string())];
     for (i, rule) in rules.iter().enumerate() {
         let field = format!("linux.resources.devices[{i}]");
         let typ = match rule.typ().unwrap_or(LinuxDeviceType::A) {
@@ -123,9 +125,16 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(lines[0], (false, "a *:* rwm".to_string()));
-        assert_eq!(lines[1], (true, "c 10:229 rw".to_string()));
-        assert_eq!(lines[2], (true, "c *:* m".to_string()));
-        assert_eq!(lines.len(), 2 + ALWAYS_ALLOWED.len());
+        assert_eq!(lines[1], (false, "a *:* rwm".to_string()));
+        assert_eq!(lines[2], (true, "c 10:229 rw".to_string()));
+        assert_eq!(lines[3], (true, "c *:* m".to_string()));
+        assert_eq!(lines.len(), 3 + ALWAYS_ALLOWED.len());
+        let none = device_lines(&[]).unwrap();
+        assert_eq!(
+            none[0],
+            (false, "a *:* rwm".to_string()),
+            "deny first, always"
+        );
     }
 
     #[test]

@@ -40,10 +40,11 @@ impl Cgroup {
                     .and_then(std::io::Error::raw_os_error)
                     == Some(libc::EBUSY);
                 if busy && w.file.starts_with("memory.") {
-                    bail!(
-                        "linux.resources.memory.limit {} is below the container's current memory usage, which the kernel could not reclaim",
-                        w.value
-                    );
+                    return Err(BelowUsage(format!(
+                        "linux.resources.memory ({} {}) is below the container's current memory usage, which the kernel could not reclaim",
+                        w.file, w.value
+                    ))
+                    .into());
                 }
                 return Err(e.context(describe(&w)));
             }
@@ -297,10 +298,24 @@ fn cpu_writes(cpu: &LinuxCpu, v2: bool, writes: &mut Vec<Write>) -> anyhow::Resu
     Ok(())
 }
 
+/// A memory limit the container already uses more than: the request's
+/// fault, not the shim's.
+#[derive(Debug)]
+pub struct BelowUsage(pub String);
+
+impl std::fmt::Display for BelowUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BelowUsage {}
+
 /// Refuses, on cgroup v2, an Update whose memory limit is below the
-/// container's working set (usage less inactive page cache, as the
-/// kubelet counts it): v2 has no EBUSY, the kernel would OOM-kill the
-/// container on the spot. On v1 the kernel itself refuses (see `apply`).
+/// container's anonymous memory, which no reclaim can free without swap:
+/// v2 has no EBUSY, the kernel would OOM-kill the container on the spot.
+/// Page cache is left to the kernel to reclaim, as runc leaves it. On v1
+/// the kernel itself refuses (see `apply`).
 pub fn check_update(cg: &Cgroup, resources: &LinuxResources) -> anyhow::Result<()> {
     if !cg.v2() {
         return Ok(());
@@ -313,21 +328,17 @@ pub fn check_update(cg: &Cgroup, resources: &LinuxResources) -> anyhow::Result<(
     else {
         return Ok(());
     };
-    let current: i64 = cg
-        .read("memory", "memory.current")?
-        .parse()
-        .context("parse memory.current")?;
-    let stat = cg.read("memory", "memory.stat").unwrap_or_default();
-    let inactive: i64 = stat
+    let stat = cg.read("memory", "memory.stat")?;
+    let usage: i64 = stat
         .lines()
-        .find_map(|l| l.strip_prefix("inactive_file "))
+        .find_map(|l| l.strip_prefix("anon "))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let usage = current - inactive;
+        .context("memory.stat has no anon line")?;
     if limit < usage {
-        bail!(
+        return Err(BelowUsage(format!(
             "linux.resources.memory.limit {limit} is below the container's current memory usage of {usage} bytes"
-        );
+        ))
+        .into());
     }
     Ok(())
 }
@@ -460,7 +471,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let cg = Cgroup::at(vec![(root.path().to_path_buf(), vec![])], true);
         let cg = Cgroup { v1: false, ..cg };
-        std::fs::write(root.path().join("memory.current"), "5000\n").unwrap();
+        std::fs::write(root.path().join("memory.stat"), "anon 5000\nfile 9000\n").unwrap();
         cg.apply(&resources(
             r#"{"memory": {"limit": 8000}, "pids": {"limit": 0}}"#,
         ))

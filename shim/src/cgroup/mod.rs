@@ -9,7 +9,7 @@ mod limits;
 pub mod oom;
 mod stats;
 
-pub use limits::check_update;
+pub use limits::{BelowUsage, check_update};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -83,6 +83,10 @@ fn parse_oom_kills(text: &str) -> u64 {
 }
 
 impl OomWatch {
+    fn alive(&self) -> bool {
+        self.cgroup.dir("memory").is_some_and(|dir| dir.exists())
+    }
+
     /// Waits (blocking) for the next OOM kill. None once the cgroup is
     /// gone or the watch failed. Removing a v1 cgroup signals its eventfd,
     /// but removing a v2 one sends no inotify event (kernfs), so the wait
@@ -99,27 +103,26 @@ impl OomWatch {
                 Err(nix::errno::Errno::EINTR) => false,
                 Err(_) => return None,
             };
-            let dir = self.cgroup.dir("memory")?;
-            if !dir.exists() {
+            if ready {
+                let woke = match &self.source {
+                    Source::V1 { events, .. } => events.read().map(drop),
+                    Source::V2 { events } => events.read_events().map(drop),
+                };
+                if woke.is_err() {
+                    return None;
+                }
+                // Counted before the cgroup is looked for: a kill just
+                // before the removal is still reported.
+                let kills = oom_kills(&self.cgroup);
+                // v1 also notifies when the cgroup is merely under OOM;
+                // with a kernel that counts kills, only a new kill counts.
+                if kills > self.seen || (!self.cgroup.v2() && kills == 0 && self.alive()) {
+                    self.seen = kills;
+                    return Some(());
+                }
+            }
+            if !self.alive() {
                 return None;
-            }
-            if !ready {
-                continue;
-            }
-            let woke = match &self.source {
-                Source::V1 { events, .. } => events.read().map(drop),
-                Source::V2 { events } => events.read_events().map(drop),
-            };
-            let dir = self.cgroup.dir("memory")?;
-            if woke.is_err() || !dir.exists() {
-                return None;
-            }
-            let kills = oom_kills(&self.cgroup);
-            // v1 also notifies when the cgroup is merely under OOM; with
-            // a kernel that counts kills, only a new kill is reported.
-            if kills > self.seen || (!self.cgroup.v2() && kills == 0) {
-                self.seen = kills;
-                return Some(());
             }
         }
     }

@@ -98,16 +98,17 @@ impl Service {
                 "task {id}: linux.resources.devices cannot be changed by Update on cgroup v2"
             )));
         }
-        let checked = cg.clone();
-        let limits = resources.clone();
-        blocking(id, move || cgroup::check_update(&checked, &limits))
-            .await
-            .map_err(|fail| Fail::invalid(fail.message))?;
-        // What the kernel refuses here is the request's fault (a value
-        // out of range, a limit below usage): InvalidArgument.
-        blocking(id, move || cg.apply(&resources))
-            .await
-            .map_err(|fail| Fail::invalid(fail.message))?;
+        // A limit below usage is the request's fault: InvalidArgument.
+        let applied = tokio::task::spawn_blocking(move || {
+            cgroup::check_update(&cg, &resources)?;
+            cg.apply(&resources)
+        })
+        .await
+        .map_err(|e| Fail::internal(format!("task {id}: {e}")))?;
+        applied.map_err(|e| match e.downcast_ref::<cgroup::BelowUsage>() {
+            Some(below) => Fail::invalid(format!("task {id}: {below}")),
+            None => Fail::internal(format!("task {id}: {e:#}")),
+        })?;
         log::info!("task {id}: resources updated");
         Ok(())
     }
