@@ -1,8 +1,11 @@
-//! The spec's seccomp profile, compiled and loaded with libseccomp (the
-//! `libseccomp` crate, bindings to the C library runc uses, so syscall
-//! names, architectures and argument rules resolve exactly as under
-//! runc). A syscall name this kernel and libseccomp do not know is
-//! skipped, as runc skips it; errno actions default to EPERM.
+//! The spec's seccomp profile, compiled with libseccomp (the `libseccomp`
+//! crate, bindings to the C library runc uses, so syscall names,
+//! architectures and argument rules resolve exactly as under runc). A
+//! syscall name this kernel and libseccomp do not know is skipped, as runc
+//! skips it; errno actions default to EPERM. As runc 1.1 does, a stub in
+//! front of the program answers ENOSYS to syscalls newer than any the
+//! profile names, so that libc falls back to older ones instead of
+//! failing on EPERM.
 
 use std::str::FromStr;
 
@@ -36,11 +39,135 @@ pub fn check(seccomp: &LinuxSeccomp) -> Result<()> {
     filter(seccomp).map(drop)
 }
 
-/// Loads the profile into the calling process (and its future threads).
+/// Loads the profile into the calling thread (and the threads it starts
+/// later): there must be no other thread yet.
 pub fn load(seccomp: &LinuxSeccomp) -> Result<()> {
-    filter(seccomp)?
-        .load()
-        .map_err(|e| invalid(format!("load the filter: {e}")))
+    let ctx = filter(seccomp)?;
+    let Some(newest) = enosys_stub_above(seccomp) else {
+        return ctx
+            .load()
+            .map_err(|e| invalid(format!("load the filter: {e}")));
+    };
+    let program = export(&ctx)?;
+    install(&with_enosys_stub(&program, newest))
+}
+
+/// The newest native syscall number the profile names, above which the
+/// ENOSYS stub answers; None where runc adds no stub (a default action
+/// that lets syscalls through, or one that already answers ENOSYS).
+fn enosys_stub_above(seccomp: &LinuxSeccomp) -> Option<u32> {
+    let lets_through = matches!(
+        seccomp.default_action(),
+        LinuxSeccompAction::ScmpActAllow
+            | LinuxSeccompAction::ScmpActLog
+            | LinuxSeccompAction::ScmpActTrace
+    );
+    if lets_through || seccomp.default_errno_ret() == Some(libc::ENOSYS as u32) {
+        return None;
+    }
+    seccomp
+        .syscalls()
+        .iter()
+        .flatten()
+        .flat_map(|rule| rule.names())
+        .filter_map(|name| ScmpSyscall::from_name(name).ok())
+        .map(|nr| nr.as_raw_syscall())
+        .filter(|nr| *nr >= 0)
+        .map(|nr| nr as u32)
+        .max()
+}
+
+/// One classic BPF instruction (struct sock_filter).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockFilter {
+    code: u16,
+    jt: u8,
+    jf: u8,
+    k: u32,
+}
+
+/// The compiled filter, as the kernel takes it.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<SockFilter>> {
+    use std::io::{Read, Seek};
+    let fd = nix::sys::memfd::memfd_create(c"seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| invalid(format!("memfd for the filter: {e}")))?;
+    let mut file = std::fs::File::from(fd);
+    ctx.export_bpf(&file)
+        .map_err(|e| invalid(format!("export the filter: {e}")))?;
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|()| file.read_to_end(&mut bytes))
+        .map_err(|e| invalid(format!("read the filter: {e}")))?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| SockFilter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
+}
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH_NATIVE: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH_NATIVE: u32 = 0xc000_00b7;
+/// Syscall numbers of the x32 ABI carry this bit on x86_64.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+
+/// `program` behind a stub that answers ENOSYS, for the native
+/// architecture, to syscall numbers above `newest`.
+pub fn with_enosys_stub(program: &[SockFilter], newest: u32) -> Vec<SockFilter> {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    let i = |code, jt, jf, k| SockFilter { code, jt, jf, k };
+    // Offsets of struct seccomp_data: nr at 0, arch at 4.
+    let mut out = vec![
+        i(LD_W_ABS, 0, 0, 4),
+        i(JEQ_K, 0, 4, AUDIT_ARCH_NATIVE),
+        i(LD_W_ABS, 0, 0, 0),
+        i(JGE_K, 2, 0, X32_SYSCALL_BIT),
+        i(JGT_K, 0, 1, newest),
+        i(RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+    ];
+    out.extend_from_slice(program);
+    out
+}
+
+/// Installs a classic BPF program as the calling thread's filter.
+fn install(program: &[SockFilter]) -> Result<()> {
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const SockFilter,
+    }
+    let prog = SockFprog {
+        len: program.len() as u16,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: prctl reads `prog` and the `len` instructions it points to,
+    // both alive for the call; the layouts are the kernel's sock_fprog and
+    // sock_filter.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &raw const prog,
+        )
+    };
+    if ret != 0 {
+        return Err(invalid(format!(
+            "load the filter: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 fn action(action: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) -> ScmpAction {
@@ -177,6 +304,39 @@ mod tests {
             r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}"#,
         );
         assert!(check(&notify).unwrap_err().to_string().contains("NOTIFY"));
+    }
+
+    /// In a thread of its own (filters are per thread), a syscall newer
+    /// than any the profile names gets ENOSYS; a known one not allowed
+    /// gets EPERM.
+    #[test]
+    fn newer_syscalls_get_enosys() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipping: loading a filter without no_new_privs needs root");
+            return;
+        }
+        let p = profile(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names":
+                ["read", "write", "futex", "exit", "exit_group", "munmap", "madvise",
+                 "rt_sigprocmask", "sched_yield", "sigaltstack"], "action": "SCMP_ACT_ALLOW"}]}"#,
+        );
+        let newest = enosys_stub_above(&p).unwrap();
+        let errno = |nr: i64| {
+            // SAFETY: a syscall without arguments; the filter answers it
+            // before the kernel runs it (or it is getpid, which is harmless).
+            let ret = unsafe { libc::syscall(nr) };
+            (ret, std::io::Error::last_os_error().raw_os_error())
+        };
+        let got = std::thread::spawn(move || {
+            load(&p).unwrap();
+            (errno(newest as i64 + 1), errno(libc::SYS_getpid))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got.0, (-1, Some(libc::ENOSYS)), "newer than the profile");
+        assert_eq!(got.1, (-1, Some(libc::EPERM)), "known and not allowed");
+        let allow = profile(r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#);
+        assert_eq!(enosys_stub_above(&allow), None);
     }
 
     #[test]
