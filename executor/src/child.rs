@@ -19,6 +19,25 @@ enum Ready {
     Wasm(Box<(ChildConfig, Prepared)>),
 }
 
+/// The container's identity, for its hooks' state.
+struct Identity {
+    id: String,
+    bundle: PathBuf,
+    spec: oci_spec::runtime::Spec,
+}
+
+impl Identity {
+    fn run_hooks(&self, stage: &str, status: &str) -> Result<()> {
+        let state = crate::hooks::State {
+            id: &self.id,
+            pid: std::process::id() as i32,
+            bundle: &self.bundle,
+            status,
+        };
+        crate::hooks::run(&self.spec, stage, &state)
+    }
+}
+
 /// Runs the child: prepare, report, wait for Start, run, exit with the
 /// workload's status. Never returns: the child must end with the module's
 /// code, or become the native program.
@@ -32,7 +51,7 @@ pub fn main(args: &[String]) -> ! {
     // and nothing else in this process owns them.
     let (status, control) =
         unsafe { (File::from_raw_fd(STATUS_FD), File::from_raw_fd(CONTROL_FD)) };
-    let ready = match parse_args(args).and_then(|(_, bundle)| prepare_child(&bundle)) {
+    let ready = match parse_args(args).and_then(|(id, bundle)| prepare_child(id, bundle)) {
         Ok(ready) => ready,
         Err(e) => {
             protocol::report(status, Err(&e.chain()));
@@ -41,6 +60,11 @@ pub fn main(args: &[String]) -> ! {
     };
     protocol::report(status, Ok(()));
     if !protocol::await_start(control) {
+        std::process::exit(FAILURE);
+    }
+    let (identity, ready) = ready;
+    if let Err(e) = identity.run_hooks("startContainer", "created") {
+        eprintln!("{}", e.chain());
         std::process::exit(FAILURE);
     }
     match ready {
@@ -88,10 +112,17 @@ fn head(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn prepare_child(bundle: &Path) -> Result<Ready> {
-    let spec = load(bundle)?;
-    let mut config = child_config(&spec, bundle)?;
-    sandbox::enter(&config)?;
+fn prepare_child(id: String, bundle: PathBuf) -> Result<(Identity, Ready)> {
+    let spec = load(&bundle)?;
+    let identity = Identity { id, bundle, spec };
+    prepare_in_sandbox(&identity).map(|ready| (identity, ready))
+}
+
+fn prepare_in_sandbox(identity: &Identity) -> Result<Ready> {
+    let mut config = child_config(&identity.spec, &identity.bundle)?;
+    sandbox::enter(&config, &|| {
+        identity.run_hooks("createContainer", "creating")
+    })?;
     crate::native::fill_home(&mut config.env, config.uid);
     let (name, _) = split_entry(&config.args[0]);
     let found = crate::native::resolve(name, &config.env)?;

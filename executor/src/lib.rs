@@ -12,6 +12,7 @@
 pub mod child;
 pub mod error;
 pub mod exit;
+pub mod hooks;
 pub mod kind;
 pub mod limits;
 pub mod native;

@@ -36,6 +36,8 @@ pub struct Resources {
     /// The device rules applied at Create, which an Update that repeats
     /// them (the CRI sends all resources each time) leaves in place.
     pub device_rules: Option<Vec<oci_spec::runtime::LinuxDeviceCgroup>>,
+    /// The spec, for the poststart and poststop hooks.
+    pub spec: Option<std::sync::Arc<oci_spec::runtime::Spec>>,
 }
 
 /// A container whose child is ready and waits for Start.
@@ -66,6 +68,7 @@ pub async fn create(req: &CreateTaskRequest, exe: &Path, reaper: &Reaper) -> Res
         rootfs: None,
         cgroup: None,
         device_rules: None,
+        spec: None,
     };
     let result = create_with(req, exe, reaper, &spec, flags, &mut resources).await;
     match result {
@@ -165,9 +168,27 @@ async fn create_with(
     let ready = write_pid_file(&resources.bundle, pid)
         .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e:#}")));
     let ready = match ready {
-        Ok(()) => start_child(id, pid, child.status, child.control, &resources.cgroup).await,
+        Ok(()) => {
+            let hooks = Hooks {
+                reaper,
+                spec: spec.clone(),
+                id: id.clone(),
+                bundle: resources.bundle.clone(),
+                pid,
+            };
+            start_child(
+                id,
+                pid,
+                child.status,
+                child.control,
+                &resources.cgroup,
+                hooks,
+            )
+            .await
+        }
         Err(fail) => Err(fail),
     };
+    resources.spec = Some(std::sync::Arc::new(spec.clone()));
     match ready {
         Ok(control) => Ok((pid, control, stdin_hold, exit)),
         Err(fail) => {
@@ -189,17 +210,92 @@ async fn create_with(
     }
 }
 
-/// Places the child in its cgroup, lets it exec and reads its report.
+/// What the runtime-side hooks of a new container need.
+struct Hooks<'a> {
+    reaper: &'a Reaper,
+    spec: oci_spec::runtime::Spec,
+    id: String,
+    bundle: PathBuf,
+    pid: Pid,
+}
+
+/// Runs the hooks of `stage`. The shim reaps every child it has, so a
+/// hook is spawned through the reaper and its status comes from there.
+pub async fn run_hooks(
+    reaper: &Reaper,
+    spec: &oci_spec::runtime::Spec,
+    stage: &'static str,
+    id: &str,
+    bundle: &Path,
+    pid: Pid,
+    status: &'static str,
+) -> Result<(), Fail> {
+    let state = executor::hooks::State {
+        id,
+        pid: pid.as_raw(),
+        bundle,
+        status,
+    };
+    for mut ready in executor::hooks::commands(spec, stage, &state) {
+        let spawned = reaper.spawn(|| {
+            let child = ready.command.spawn()?;
+            Ok((Pid::from_raw(child.id() as i32), child))
+        });
+        let (mut child, hook_pid, exit) = spawned
+            .map_err(|e| Fail::invalid(ready.failed(&format!("cannot run it: {e:#}")).chain()))?;
+        executor::hooks::feed(&mut child, &ready.input);
+        let code = match ready.timeout {
+            None => exit.await.ok(),
+            Some(limit) => match tokio::time::timeout(limit, exit).await {
+                Ok(code) => code.ok(),
+                Err(_) => {
+                    let _ = reaper.signal(hook_pid, Signal::SIGKILL);
+                    let secs = limit.as_secs();
+                    return Err(Fail::invalid(
+                        ready.failed(&format!("timed out after {secs}s")).chain(),
+                    ));
+                }
+            },
+        };
+        if code != Some(0) {
+            let said = tokio::task::spawn_blocking(move || executor::hooks::stderr_of(&mut child))
+                .await
+                .unwrap_or_default();
+            let reason = format!("exit status {}: {said}", code.unwrap_or(-1));
+            return Err(Fail::invalid(ready.failed(&reason).chain()));
+        }
+    }
+    Ok(())
+}
+
+/// Places the child in its cgroup, runs the prestart and createRuntime
+/// hooks (the child's namespaces exist: a network hook can set up its
+/// network), lets it exec and reads its report.
 async fn start_child(
     id: &str,
     pid: Pid,
     status: File,
     mut control: File,
     cgroup: &Option<Cgroup>,
+    hooks: Hooks<'_>,
 ) -> Result<File, Fail> {
     if let Some(cg) = cgroup {
         cg.add(pid.as_raw())
             .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+    }
+    for stage in ["prestart", "createRuntime"] {
+        let (spec, bundle) = (&hooks.spec, &hooks.bundle);
+        run_hooks(
+            hooks.reaper,
+            spec,
+            stage,
+            &hooks.id,
+            bundle,
+            hooks.pid,
+            "creating",
+        )
+        .await
+        .map_err(|fail| Fail::invalid(format!("task {id}: {}", fail.message)))?;
     }
     protocol::release(&mut control)
         .map_err(|e| Fail::internal(format!("task {id}: release child {pid}: {e}")))?;

@@ -180,12 +180,6 @@ fn bad_specs_are_refused_by_field() {
         |s| s["linux"]["cgroupsPath"] = "/e2e/../../escape".into(),
         &["linux.cgroupsPath", "'..'"],
     );
-    assert_spec_refused(
-        &ctrd,
-        "bad-hooks",
-        |s| s["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]}),
-        &["hooks is not supported"],
-    );
     wait_for(
         "the shims of refused tasks to exit",
         Duration::from_secs(10),

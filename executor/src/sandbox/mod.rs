@@ -34,7 +34,9 @@ pub enum Workload {
 }
 
 /// Everything that needs root, up to the switch to the container's root.
-pub fn enter(config: &ChildConfig) -> Result<()> {
+/// `before_pivot` runs in the container's namespaces, its mounts made,
+/// just before pivot_root: the createContainer hooks' moment.
+pub fn enter(config: &ChildConfig, before_pivot: &dyn Fn() -> Result<()>) -> Result<()> {
     join_namespaces(config)?;
     // The shim put the child into its cgroup before letting it exec, so
     // the namespace's root is the container's cgroup, as under runc.
@@ -42,7 +44,7 @@ pub fn enter(config: &ChildConfig) -> Result<()> {
         unshare(CloneFlags::CLONE_NEWCGROUP).map_err(Error::sys("unshare the cgroup namespace"))?;
     }
     process::set_oom_score_adj(config.oom_score_adj)?;
-    rootfs::enter(config)?;
+    rootfs::enter(config, before_pivot)?;
     process::set_umask(config.umask);
     process::set_names(config)?;
     process::apply_sysctl(config)?;

@@ -16,7 +16,7 @@ use crate::spec::ChildConfig;
 const NONE: Option<&str> = None;
 
 /// Everything up to and including pivot_root and the read-only remounts.
-pub fn enter(config: &ChildConfig) -> Result<()> {
+pub fn enter(config: &ChildConfig, before_pivot: &dyn Fn() -> Result<()>) -> Result<()> {
     let rootfs = &config
         .rootfs
         .canonicalize()
@@ -57,6 +57,9 @@ pub fn enter(config: &ChildConfig) -> Result<()> {
     if !dev_bound {
         super::dev::populate(rootfs, &config.devices)?;
     }
+    // As runc: createContainer hooks run from the rootfs, before the pivot.
+    std::env::set_current_dir(rootfs).map_err(Error::io(format!("enter {}", rootfs.display())))?;
+    before_pivot()?;
     switch_root(rootfs)?;
     // As runc, a missing working directory is created, as root and before
     // the root turns read-only; if that fails, the chdir later says why.

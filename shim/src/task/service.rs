@@ -276,6 +276,7 @@ impl Service {
         container::start(control).map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
         live.control = None;
         let pid = live.pid.as_raw() as u32;
+        let hooks = (live.resources.spec.clone(), task.bundle.clone(), live.pid);
         task.apply(id, Event::Start)?;
         log::info!("task {id}: started");
         // Published under the lock, so the exit event cannot come first.
@@ -287,6 +288,23 @@ impl Service {
                 ..Default::default()
             }),
         );
+        drop(tasks);
+        // As runc: a failed poststart hook ends the container it started.
+        if let (Some(spec), bundle, child) = hooks
+            && let Err(fail) = container::run_hooks(
+                &self.0.reaper,
+                &spec,
+                "poststart",
+                id,
+                &bundle,
+                child,
+                "running",
+            )
+            .await
+        {
+            let _ = self.0.reaper.signal(child, Signal::SIGKILL);
+            return Err(Fail::invalid(format!("task {id}: {}", fail.message)));
+        }
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -343,7 +361,7 @@ impl Service {
             task.status.subscribe()
         };
         let _ = stopped.wait_for(|s| s.exit().is_some()).await;
-        let (pid, exit, mut resources) = {
+        let (pid, exit, mut resources, bundle) = {
             let mut tasks = self.table().await;
             let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
             let Status::Deleting(exit) = task.apply(id, Event::Delete)? else {
@@ -355,8 +373,14 @@ impl Service {
                 .live
                 .take()
                 .ok_or_else(|| Fail::internal(format!("task {id} has no process")))?;
-            (live.pid.as_raw() as u32, exit, live.resources)
+            (
+                live.pid.as_raw() as u32,
+                exit,
+                live.resources,
+                task.bundle.clone(),
+            )
         };
+        let spec = resources.spec.clone();
         // Removing cgroups may wait for the kernel: off the runtime and
         // without the table's lock, so other tasks' RPCs go on meanwhile.
         // The entry stays (Deleting) until then, so the shim stays up.
@@ -365,6 +389,21 @@ impl Service {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::error!("task {id}: {e:#}"),
             Err(e) => log::error!("task {id}: release: {e}"),
+        }
+        // As runc: a failed poststop hook is logged, the delete goes on.
+        if let Some(spec) = spec
+            && let Err(fail) = container::run_hooks(
+                &self.0.reaper,
+                &spec,
+                "poststop",
+                id,
+                &bundle,
+                Pid::from_raw(pid as i32),
+                "stopped",
+            )
+            .await
+        {
+            log::warn!("task {id}: {}", fail.message);
         }
         log::info!("task {id}: deleted");
         self.publish(
