@@ -127,13 +127,43 @@ pub fn feed(child: &mut std::process::Child, input: &str) {
     }
 }
 
-/// What a failed hook said on stderr.
-pub fn stderr_of(child: &mut std::process::Child) -> String {
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+/// What a hook writes on stderr, read while it runs (a hook that writes
+/// more than a pipe holds must not block), at most 64 KiB of it kept.
+pub struct Stderr {
+    kept: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Stderr {
+    pub fn collect(child: &mut std::process::Child) -> Stderr {
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, done) = std::sync::mpsc::channel();
+        if let Some(mut err) = child.stderr.take() {
+            let sink = kept.clone();
+            let _ = std::thread::Builder::new()
+                .name("hook-stderr".into())
+                .spawn(move || {
+                    use std::io::Read;
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n @ 1..) = err.read(&mut chunk) {
+                        let mut kept = sink.lock().unwrap_or_else(|e| e.into_inner());
+                        if kept.len() < 64 << 10 {
+                            kept.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    let _ = tx.send(());
+                });
+        }
+        Stderr { kept, done }
     }
-    stderr.trim().to_string()
+
+    /// The text, once the hook has ended. A process the hook left behind
+    /// may hold the pipe open: then what arrived within a second.
+    pub fn text(self) -> String {
+        let _ = self.done.recv_timeout(Duration::from_secs(1));
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&kept).trim().to_string()
+    }
 }
 
 fn run_one(mut ready: Ready) -> Result<()> {
@@ -142,6 +172,7 @@ fn run_one(mut ready: Ready) -> Result<()> {
         .spawn()
         .map_err(|e| ready.failed(&format!("cannot run it: {e}")))?;
     feed(&mut child, &ready.input);
+    let stderr = Stderr::collect(&mut child);
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| ready.failed(&e.to_string()))? {
@@ -158,7 +189,7 @@ fn run_one(mut ready: Ready) -> Result<()> {
     if status.success() {
         return Ok(());
     }
-    Err(ready.failed(&format!("{status}: {}", stderr_of(&mut child))))
+    Err(ready.failed(&format!("{status}: {}", stderr.text())))
 }
 
 #[cfg(test)]
@@ -180,6 +211,7 @@ mod tests {
         let s = spec(&format!(
             r#"{{"createRuntime": [{{"path": "/bin/sh", "args": ["sh", "-c", "cat > {}; echo $X >> {}"], "env": ["X=from-env"]}}],
                 "poststop": [{{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}}],
+                "prestart": [{{"path": "/bin/sh", "args": ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x >&2; sleep 30 >&2 & exit 4"]}}],
                 "poststart": [{{"path": "/bin/sleep", "args": ["sleep", "5"], "timeout": 1}}]}}"#,
             out.display(),
             out.display()
@@ -204,6 +236,15 @@ mod tests {
         );
         let err = run(&s, "poststart", &state).unwrap_err().to_string();
         assert!(err.contains("timed out after 1s"), "{err}");
-        assert!(run(&s, "prestart", &state).is_ok());
+        // 300 kB of stderr and a process left holding it: no hang.
+        let started = Instant::now();
+        let err = run(&s, "prestart", &state).unwrap_err().to_string();
+        assert!(
+            err.contains("exit status: 4") && err.contains("xxx"),
+            "{}",
+            &err[..200.min(err.len())]
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(run(&s, "startContainer", &state).is_ok());
     }
 }

@@ -244,6 +244,7 @@ pub async fn run_hooks(
         let (mut child, hook_pid, exit) = spawned
             .map_err(|e| Fail::invalid(ready.failed(&format!("cannot run it: {e:#}")).chain()))?;
         executor::hooks::feed(&mut child, &ready.input);
+        let stderr = executor::hooks::Stderr::collect(&mut child);
         let code = match ready.timeout {
             None => exit.await.ok(),
             Some(limit) => match tokio::time::timeout(limit, exit).await {
@@ -258,7 +259,7 @@ pub async fn run_hooks(
             },
         };
         if code != Some(0) {
-            let said = tokio::task::spawn_blocking(move || executor::hooks::stderr_of(&mut child))
+            let said = tokio::task::spawn_blocking(move || stderr.text())
                 .await
                 .unwrap_or_default();
             let reason = format!("exit status {}: {said}", code.unwrap_or(-1));
