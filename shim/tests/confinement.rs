@@ -89,7 +89,7 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 #[test]
-fn probe_reports_match_runc_for_seven_specs() {
+fn probe_reports_match_runc_for_eight_specs() {
     let Some(ctrd) = containerd() else { return };
     ctrd.import("probe");
     let ctrd = &ctrd;
@@ -142,8 +142,31 @@ fn probe_reports_match_runc_for_seven_specs() {
             ctrd.run_config(runtime, id, &spec)
         });
     }
+    // The process and namespace settings: hostname, umask, oomScoreAdj
+    // (raised: lowering it is not allowed on these VMs), more rlimits,
+    // additional groups and a namespaced sysctl.
+    compare("process", |runtime: &str, id: &str| {
+        let mut spec = ctrd.default_spec(&rootfs, id, &["/probe"]);
+        spec["hostname"] = "probe-host".into();
+        spec["process"]["user"] =
+            serde_json::json!({"uid": 0, "gid": 0, "umask": 23, "additionalGids": [10, 20]});
+        spec["process"]["oomScoreAdj"] = 500.into();
+        spec["process"]["rlimits"] = serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024},
+            {"type": "RLIMIT_NPROC", "soft": 100, "hard": 200},
+            {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}]);
+        spec["linux"]["sysctl"] = serde_json::json!({"kernel.shmmax": "65536"});
+        let run = ctrd.run_config(runtime, id, &spec);
+        for seen in ["hostname: probe-host", "oom_score_adj: 500", "umask: 0027"] {
+            assert!(
+                run.stdout.contains(seen),
+                "{runtime}: no {seen:?} in {run:?}"
+            );
+        }
+        run
+    });
     let cases = [
-        "default", "seccomp", "readonly", "mounts", "nonroot", "cgmount", "cgns",
+        "default", "seccomp", "readonly", "mounts", "nonroot", "cgmount", "cgns", "process",
     ];
     for case in cases {
         ctrd.assert_clean(&format!("{case}-wasmtime"));
