@@ -58,7 +58,11 @@ pub fn main(args: &[String]) -> ! {
             std::process::exit(FAILURE);
         }
     };
-    protocol::report(status, Ok(()));
+    let workload = match &ready.1 {
+        Ready::Native(_) => Workload::Native,
+        Ready::Wasm(_) => Workload::Wasm,
+    };
+    protocol::report(status, Ok(workload));
     if !protocol::await_start(control) {
         std::process::exit(FAILURE);
     }

@@ -11,6 +11,7 @@
 
 pub mod child;
 pub mod error;
+pub mod exec;
 pub mod exit;
 pub mod hooks;
 pub mod kind;
@@ -28,3 +29,12 @@ pub use error::Error;
 
 /// The version of wasmtime this executor was built against, for `-v`.
 pub const WASMTIME_VERSION: &str = env!("WASMTIME_VERSION");
+
+/// When process `pid` started, in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`): with the pid, it names one process for good.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it do not.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(19)?.parse().ok()
+}

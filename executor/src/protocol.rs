@@ -1,7 +1,8 @@
 //! The small protocol between the shim and a container's child.
 //!
 //! The child inherits two pipes at fixed descriptors. On [`STATUS_FD`] it
-//! writes one report, `ready` or `error: <message>`, then closes it. On
+//! writes one report, `ready wasm`, `ready native` or `error: <message>`,
+//! then closes it. On
 //! [`CONTROL_FD`] the shim writes single bytes: [`GO_EXEC`] once the child
 //! is in its cgroup (the child waits for it before exec, so nothing it does
 //! is charged elsewhere), then [`GO_START`] when containerd calls Start.
@@ -12,8 +13,12 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::RawFd;
 
+pub use crate::sandbox::Workload;
+
 /// The hidden sub-command of the shim binary that runs a container's child.
 pub const CHILD_SUBCOMMAND: &str = "__child";
+/// The hidden sub-command that runs a process exec'd into a container.
+pub const EXEC_SUBCOMMAND: &str = "__exec";
 /// Child to shim: the readiness report.
 pub const STATUS_FD: RawFd = 3;
 /// Shim to child: the go-ahead bytes.
@@ -23,11 +28,17 @@ pub const GO_EXEC: u8 = b'x';
 /// The task was started: run the guest.
 pub const GO_START: u8 = b's';
 
-const READY: &str = "ready";
+const READY_WASM: &str = "ready wasm";
+const READY_NATIVE: &str = "ready native";
 const ERROR_PREFIX: &str = "error: ";
 
-fn encode_ready() -> Vec<u8> {
-    READY.as_bytes().to_vec()
+fn encode_ready(workload: Workload) -> Vec<u8> {
+    match workload {
+        Workload::Wasm => READY_WASM,
+        Workload::Native => READY_NATIVE,
+    }
+    .as_bytes()
+    .to_vec()
 }
 
 fn encode_error(message: &str) -> Vec<u8> {
@@ -43,7 +54,7 @@ pub fn release(control: &mut File) -> std::io::Result<()> {
 
 /// Waits (blocking) for the child's report until it closes its end.
 /// `Ok(Err(None))` means it ended without a word: its exit status says why.
-pub fn await_report(mut status: File) -> std::io::Result<Result<(), Option<String>>> {
+pub fn await_report(mut status: File) -> std::io::Result<Result<Workload, Option<String>>> {
     let mut report = Vec::new();
     status.read_to_end(&mut report)?;
     Ok(decode(&report))
@@ -57,9 +68,9 @@ pub fn start(control: &mut File) -> std::io::Result<()> {
 // The child's side.
 
 /// Reports that the child is ready, or why it is not, and closes the pipe.
-pub fn report(mut status: File, result: Result<(), &str>) {
+pub fn report(mut status: File, result: Result<Workload, &str>) {
     let bytes = match result {
-        Ok(()) => encode_ready(),
+        Ok(workload) => encode_ready(workload),
         Err(message) => encode_error(message),
     };
     // A shim that is gone cannot be told; the child then ends on its own.
@@ -75,11 +86,14 @@ pub fn await_start(mut control: File) -> bool {
 
 /// Reads the child's report. An empty report means the child died before
 /// it could say anything; the caller adds what it knows of that exit.
-pub fn decode(report: &[u8]) -> Result<(), Option<String>> {
+pub fn decode(report: &[u8]) -> Result<Workload, Option<String>> {
     let text = String::from_utf8_lossy(report);
     let text = text.trim_end();
-    if text == READY {
-        return Ok(());
+    if text == READY_WASM {
+        return Ok(Workload::Wasm);
+    }
+    if text == READY_NATIVE {
+        return Ok(Workload::Native);
     }
     match text.strip_prefix(ERROR_PREFIX) {
         Some(message) => Err(Some(message.to_string())),
@@ -108,7 +122,11 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        assert_eq!(decode(&encode_ready()), Ok(()));
+        assert_eq!(decode(&encode_ready(Workload::Wasm)), Ok(Workload::Wasm));
+        assert_eq!(
+            decode(&encode_ready(Workload::Native)),
+            Ok(Workload::Native)
+        );
         assert_eq!(
             decode(&encode_error("module /a.wasm: bad")),
             Err(Some("module /a.wasm: bad".to_string()))

@@ -86,12 +86,15 @@ pub fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
                     "linux.namespaces: time namespaces are not supported".into(),
                 ));
             }
-            (typ @ (LinuxNamespaceType::Pid | LinuxNamespaceType::Mount), Some(path)) => {
+            (LinuxNamespaceType::Mount, Some(path)) => {
                 return Err(Error::InvalidSpec(format!(
-                    "linux.namespaces: joining the {typ} namespace {} is not supported",
+                    "linux.namespaces: joining the mount namespace {} is not supported",
                     path.display()
                 )));
             }
+            // The shim clones the child into it (spawn_child_in_pid_ns):
+            // a pod that shares its process namespace.
+            (LinuxNamespaceType::Pid, Some(_)) => flags.remove(CloneFlags::CLONE_NEWPID),
             // Joined IPC and UTS namespaces replace the fresh ones.
             (LinuxNamespaceType::Ipc, Some(_)) => flags.remove(CloneFlags::CLONE_NEWIPC),
             (LinuxNamespaceType::Uts, Some(_)) => flags.remove(CloneFlags::CLONE_NEWUTS),
@@ -99,6 +102,13 @@ pub fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
         }
     }
     Ok(flags)
+}
+
+/// The PID namespace the spec names by path, which the child joins.
+pub fn pid_namespace_path(spec: &Spec) -> Option<PathBuf> {
+    namespaces(spec)
+        .find(|ns| ns.typ() == LinuxNamespaceType::Pid)
+        .and_then(|ns| ns.path().clone())
 }
 
 /// The spec's `linux.cgroupsPath`, if it names one.
@@ -345,13 +355,17 @@ mod tests {
                 .to_string()
                 .contains("user namespaces")
         );
-        let s = spec(&BASE.replace(r#"{"type": "pid"}"#, r#"{"type": "pid", "path": "/p"}"#));
+        let s = spec(&BASE.replace(r#"{"type": "pid"}"#, r#"{"type": "mount", "path": "/m"}"#));
         assert!(
             clone_flags(&s)
                 .unwrap_err()
                 .to_string()
-                .contains("pid namespace /p")
+                .contains("mount namespace /m")
         );
+        // A PID namespace by path is entered at the clone, not made anew.
+        let s = spec(&BASE.replace(r#"{"type": "pid"}"#, r#"{"type": "pid", "path": "/p"}"#));
+        assert!(!clone_flags(&s).unwrap().contains(CloneFlags::CLONE_NEWPID));
+        assert_eq!(pid_namespace_path(&s), Some(PathBuf::from("/p")));
         let s = spec(&BASE.replace(r#""/app.wasm", "x""#, ""));
         assert!(
             child_config(&s, Path::new("/b"))

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use containerd_shim::api::CreateTaskRequest;
-use executor::protocol::{self, CHILD_SUBCOMMAND};
-use executor::spawn::spawn_child;
+use executor::protocol::{self, CHILD_SUBCOMMAND, Workload};
+use executor::spawn::{spawn_child, spawn_child_in_pid_ns};
 use executor::spec;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -44,6 +44,8 @@ pub struct Resources {
 pub struct Created {
     pub pid: Pid,
     pub control: File,
+    /// What the child runs at Start.
+    pub workload: Workload,
     pub stdin_hold: Option<crate::stdio::StdinHold>,
     pub resources: Resources,
     pub exit: oneshot::Receiver<i32>,
@@ -72,9 +74,10 @@ pub async fn create(req: &CreateTaskRequest, exe: &Path, reaper: &Reaper) -> Res
     };
     let result = create_with(req, exe, reaper, &spec, flags, &mut resources).await;
     match result {
-        Ok((pid, control, stdin_hold, exit)) => Ok(Created {
+        Ok((pid, (control, workload), stdin_hold, exit)) => Ok(Created {
             pid,
             control,
+            workload,
             stdin_hold,
             resources,
             exit,
@@ -98,7 +101,7 @@ async fn create_with(
 ) -> Result<
     (
         Pid,
-        File,
+        (File, Workload),
         Option<crate::stdio::StdinHold>,
         oneshot::Receiver<i32>,
     ),
@@ -153,10 +156,21 @@ async fn create_with(
 
     let bundle = resources.bundle.to_string_lossy().into_owned();
     let args = [CHILD_SUBCOMMAND, id.as_str(), bundle.as_str()];
+    // A pod that shares its PID namespace names the pause container's.
+    let pid_ns = spec::pid_namespace_path(spec);
     let (child, pid, exit) = reaper
         .spawn(|| {
-            let child = spawn_child(exe, &args, [&stdio[0], &stdio[1], &stdio[2]], flags)
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let stdio = [&stdio[0], &stdio[1], &stdio[2]];
+            let child = match &pid_ns {
+                Some(path) => {
+                    let ns = File::open(path).with_context(|| {
+                        format!("open linux.namespaces pid path {}", path.display())
+                    })?;
+                    spawn_child_in_pid_ns(&ns, exe, &args, stdio, flags)
+                }
+                None => spawn_child(exe, &args, stdio, flags),
+            };
+            let child = child.map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok((child.pid, child))
         })
         .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
@@ -190,7 +204,7 @@ async fn create_with(
     };
     resources.spec = Some(std::sync::Arc::new(spec.clone()));
     match ready {
-        Ok(control) => Ok((pid, control, stdin_hold, exit)),
+        Ok(ready) => Ok((pid, ready, stdin_hold, exit)),
         Err(fail) => {
             // The child is ours and not started: kill it and wait for the
             // reaper, so that the cgroup can be removed.
@@ -276,10 +290,10 @@ async fn start_child(
     id: &str,
     pid: Pid,
     status: File,
-    mut control: File,
+    control: File,
     cgroup: &Option<Cgroup>,
     hooks: Hooks<'_>,
-) -> Result<File, Fail> {
+) -> Result<(File, Workload), Fail> {
     if let Some(cg) = cgroup {
         cg.add(pid.as_raw())
             .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
@@ -298,25 +312,36 @@ async fn start_child(
         .await
         .map_err(|fail| Fail::invalid(format!("task {id}: {}", fail.message)))?;
     }
+    release_child(&format!("task {id}"), pid, status, control).await
+}
+
+/// Lets a child that is in its cgroup exec and reads its report. `what`
+/// names it in errors ("task a", "exec b in task a").
+pub async fn release_child(
+    what: &str,
+    pid: Pid,
+    status: File,
+    mut control: File,
+) -> Result<(File, Workload), Fail> {
     protocol::release(&mut control)
-        .map_err(|e| Fail::internal(format!("task {id}: release child {pid}: {e}")))?;
+        .map_err(|e| Fail::internal(format!("{what}: release child {pid}: {e}")))?;
     let read = tokio::task::spawn_blocking(move || protocol::await_report(status));
     // The caller kills a child that overstays, which ends the read.
     let report = tokio::time::timeout(PREPARE_TIMEOUT, read)
         .await
         .map_err(|_| {
             Fail::internal(format!(
-                "task {id}: the child {pid} did not get ready within {PREPARE_TIMEOUT:?}"
+                "{what}: the child {pid} did not get ready within {PREPARE_TIMEOUT:?}"
             ))
         })?
-        .map_err(|e| Fail::internal(format!("task {id}: {e}")))?
-        .map_err(|e| Fail::internal(format!("task {id}: read the child's report: {e}")))?;
+        .map_err(|e| Fail::internal(format!("{what}: {e}")))?
+        .map_err(|e| Fail::internal(format!("{what}: read the child's report: {e}")))?;
     match report {
-        Ok(()) => Ok(control),
-        Err(Some(message)) => Err(Fail::invalid(format!("task {id}: {message}"))),
+        Ok(workload) => Ok((control, workload)),
+        Err(Some(message)) => Err(Fail::invalid(format!("{what}: {message}"))),
         // Completed with the child's exit status by the caller.
         Err(None) => Err(Fail::internal(format!(
-            "task {id}: the child {pid} ended before reporting"
+            "{what}: the child {pid} ended before reporting"
         ))),
     }
 }
@@ -328,7 +353,8 @@ pub fn start(control: &mut File) -> anyhow::Result<()> {
 
 /// Writes `<pid> <start time>` to the bundle's pid file.
 fn write_pid_file(bundle: &Path, pid: Pid) -> anyhow::Result<()> {
-    let started = start_time(pid.as_raw()).context("read the child's start time")?;
+    let started =
+        executor::process_start_time(pid.as_raw()).context("read the child's start time")?;
     std::fs::write(bundle.join(PID_FILE), format!("{pid} {started}"))?;
     Ok(())
 }
@@ -338,15 +364,6 @@ pub fn read_pid_file(bundle: &Path) -> Option<(i32, u64)> {
     let text = std::fs::read_to_string(bundle.join(PID_FILE)).ok()?;
     let (pid, started) = text.trim().split_once(' ')?;
     Some((pid.parse().ok()?, started.parse().ok()?))
-}
-
-/// When process `pid` started, in clock ticks since boot (field 22 of
-/// `/proc/<pid>/stat`): with the pid, it names one process for good.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; fields after it do not.
-    let (_, rest) = stat.rsplit_once(") ")?;
-    rest.split(' ').nth(19)?.parse().ok()
 }
 
 impl Resources {

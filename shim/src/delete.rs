@@ -10,7 +10,7 @@ use containerd_shim::protos::protobuf::Message;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::container::{PID_FILE, read_pid_file, start_time, unmount};
+use crate::container::{PID_FILE, read_pid_file, unmount};
 use crate::task::timestamp;
 
 pub fn run(flags: &Flags) -> anyhow::Result<()> {
@@ -67,7 +67,7 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
 /// command line would not do: a native container's child has exec'd its
 /// program and no longer shows the shim's.)
 fn is_our_child(pid: i32, started: u64) -> bool {
-    start_time(pid) == Some(started)
+    executor::process_start_time(pid) == Some(started)
 }
 
 /// Waits until the process is gone or a zombie (its parent died with the

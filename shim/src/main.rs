@@ -6,6 +6,7 @@ mod container;
 mod delete;
 mod errors;
 mod events;
+mod exec;
 mod reaper;
 mod serve;
 mod start;
@@ -22,6 +23,9 @@ fn main() -> ExitCode {
     // The child path comes first, before any thread or runtime exists.
     if args.get(1).map(String::as_str) == Some(executor::protocol::CHILD_SUBCOMMAND) {
         executor::child::main(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some(executor::protocol::EXEC_SUBCOMMAND) {
+        executor::exec::main(&args[2..]);
     }
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(flags) => flags,

@@ -18,9 +18,22 @@ use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
+type Waiters = HashMap<i32, oneshot::Sender<i32>>;
+
+/// Runs `spawn` and registers its child, under the waiters' lock.
+fn register<T>(
+    waiters: &mut Waiters,
+    spawn: impl FnOnce() -> anyhow::Result<(Pid, T)>,
+) -> anyhow::Result<(T, Pid, oneshot::Receiver<i32>)> {
+    let (pid, made) = spawn()?;
+    let (tx, rx) = oneshot::channel();
+    waiters.insert(pid.as_raw(), tx);
+    Ok((made, pid, rx))
+}
+
 #[derive(Default)]
 pub struct Reaper {
-    waiters: Mutex<HashMap<i32, oneshot::Sender<i32>>>,
+    waiters: Mutex<Waiters>,
 }
 
 impl Reaper {
@@ -31,10 +44,22 @@ impl Reaper {
         spawn: impl FnOnce() -> anyhow::Result<(Pid, T)>,
     ) -> anyhow::Result<(T, Pid, oneshot::Receiver<i32>)> {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        let (pid, made) = spawn()?;
-        let (tx, rx) = oneshot::channel();
-        waiters.insert(pid.as_raw(), tx);
-        Ok((made, pid, rx))
+        register(&mut waiters, spawn)
+    }
+
+    /// As [`Reaper::spawn`], for a child that enters the namespaces of the
+    /// registered child `beside`: `spawn` runs only while that one has not
+    /// been reaped, so its pid still names it.
+    pub fn spawn_beside<T>(
+        &self,
+        beside: Pid,
+        spawn: impl FnOnce() -> anyhow::Result<(Pid, T)>,
+    ) -> anyhow::Result<(T, Pid, oneshot::Receiver<i32>)> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if !waiters.contains_key(&beside.as_raw()) {
+            anyhow::bail!("process {beside} has exited");
+        }
+        register(&mut waiters, spawn)
     }
 
     /// Sends `signal` to a registered child that has not been reaped yet.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::containerd;
+use common::{Run, containerd};
 
 #[test]
 fn busybox_sh_prints_and_exits_with_its_code() {
@@ -69,4 +69,69 @@ fn a_dynamic_program_runs_with_its_libraries() {
         "{run:?}"
     );
     ctrd.assert_clean("dyn-1");
+}
+
+/// `ctr task exec` into a running native container: the process runs in
+/// the container's namespaces and cgroup, as the container's user, and
+/// its exit status comes back; a Wasm container refuses exec by name.
+#[test]
+fn exec_joins_a_native_container_and_is_refused_for_wasm() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("busybox");
+    ctrd.import("sleep");
+    let image = common::image("busybox");
+    let detached = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        common::RUNTIME,
+        &image,
+        "bb-exec",
+        "sleep",
+        "1000",
+    ]);
+    assert!(detached.status.success(), "{detached:?}");
+    ctrd.wait_status("bb-exec", "RUNNING");
+    let init = common::child_pids("bb-exec")[0];
+    let script =
+        "echo hi; cat /proc/self/cgroup | grep -c bb-exec; ls /proc | grep -c '^[0-9]'; exit 3";
+    let run = Run::from(ctrd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "bb-exec",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ]));
+    assert_eq!(run.code, 3, "{run:?}\n{}", ctrd.log());
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "hi", "{run:?}");
+    assert_ne!(
+        lines[1], "0",
+        "the exec'd process is in the container's cgroup: {run:?}"
+    );
+    // Its own PID namespace: the container's sleep, the shell, ls, grep.
+    assert!(lines[2].parse::<u32>().unwrap() <= 5, "{run:?}");
+    // Same mount namespace as the container's process.
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    assert_ne!(ns(init), ns(std::process::id() as i32));
+    // A missing program fails the exec with a sentence naming it.
+    let missing = Run::from(ctrd.ctr(&["task", "exec", "--exec-id", "e2", "bb-exec", "nope"]));
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("nope"), "{missing:?}");
+
+    ctrd.start_detached("sleep", "wasm-exec", &[]);
+    let refused = Run::from(ctrd.ctr(&["task", "exec", "--exec-id", "e3", "wasm-exec", "/x"]));
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .stderr
+            .contains("exec is not supported for Wasm containers"),
+        "{refused:?}"
+    );
+    ctrd.remove_all_and_await_shims(&["bb-exec", "wasm-exec"], "SIGKILL");
+    ctrd.assert_clean("bb-exec");
 }

@@ -53,6 +53,45 @@ pub fn enter(config: &ChildConfig, before_pivot: &dyn Fn() -> Result<()>) -> Res
     process::set_rlimits(&config.rlimits)
 }
 
+/// The namespaces a process exec'd into a container joins, by their names
+/// under `/proc/<pid>/ns`, the mount namespace last: joining it moves the
+/// process to the container's root. The PID namespace is not among them,
+/// since only children enter it: the shim clones the process into it.
+const EXEC_NAMESPACES: [(CloneFlags, &str); 5] = [
+    (CloneFlags::CLONE_NEWIPC, "ipc"),
+    (CloneFlags::CLONE_NEWUTS, "uts"),
+    (CloneFlags::CLONE_NEWNET, "net"),
+    (CloneFlags::CLONE_NEWCGROUP, "cgroup"),
+    (CloneFlags::CLONE_NEWNS, "mnt"),
+];
+
+/// Moves a process exec'd into a running container into its namespaces
+/// and applies the process's own settings that precede the privilege
+/// drop: oom_score_adj, umask and rlimits. Every namespace of the init
+/// process is joined, so a namespace the container shares with the host
+/// is joined as the same one.
+pub fn join_container(config: &ChildConfig, init: &crate::exec::Init) -> Result<()> {
+    let gone = || Error::InvalidSpec("the container's process has exited".into());
+    let mut files = Vec::with_capacity(EXEC_NAMESPACES.len());
+    for (flag, name) in EXEC_NAMESPACES {
+        let path = format!("/proc/{}/ns/{name}", init.pid);
+        files.push((flag, File::open(&path).map_err(|_| gone())?));
+    }
+    // Opened above while the pid still named the container's process: it
+    // cannot have been reused while that process lives.
+    if crate::process_start_time(init.pid) != Some(init.started) {
+        return Err(gone());
+    }
+    for (flag, file) in files {
+        setns(file, flag).map_err(Error::sys(format!(
+            "join the container's {flag:?} namespace"
+        )))?;
+    }
+    process::set_oom_score_adj(config.oom_score_adj)?;
+    process::set_umask(config.umask);
+    process::set_rlimits(&config.rlimits)
+}
+
 fn join_namespaces(config: &ChildConfig) -> Result<()> {
     for (flag, path) in &config.join {
         let file =

@@ -13,16 +13,6 @@ use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use super::service::{RpcResult, Service};
 use crate::errors::Fail;
 
-/// The shim runs one process per container and no exec'd processes.
-fn no_exec(id: &str, exec_id: &str) -> RpcResult<()> {
-    if exec_id.is_empty() {
-        return Ok(());
-    }
-    Err(Fail::not_found(format!(
-        "exec {exec_id} not found in task {id}: the wasmtime shim does not support exec"
-    )))
-}
-
 fn unsupported<T>(what: &str) -> TtrpcResult<T> {
     Err(Fail::unimplemented(format!("{what} is not supported by the wasmtime shim")).into())
 }
@@ -40,17 +30,17 @@ fn reply<T>(rpc: &str, result: RpcResult<T>) -> TtrpcResult<T> {
     })
 }
 
-/// An RPC on the task's one process: an exec id is refused, then `body`
-/// runs and its failure is logged and mapped.
+/// An RPC on one of a task's processes: `task` for its init process (no
+/// exec id), `exec` for an exec'd one; its failure is logged and mapped.
 async fn on_process<T>(
     rpc: &str,
-    id: &str,
     exec_id: &str,
-    body: impl Future<Output = RpcResult<T>>,
+    task: impl Future<Output = RpcResult<T>>,
+    exec: impl Future<Output = RpcResult<T>>,
 ) -> TtrpcResult<T> {
-    let result = match no_exec(id, exec_id) {
-        Ok(()) => body.await,
-        Err(fail) => Err(fail),
+    let result = match exec_id.is_empty() {
+        true => task.await,
+        false => exec.await,
     };
     reply(rpc, result)
 }
@@ -114,11 +104,18 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        on_process("start", &req.id, &req.exec_id, self.start_task(&req.id)).await
+        let exec = self.start_exec(&req.id, &req.exec_id);
+        on_process("start", &req.exec_id, self.start_task(&req.id), exec).await
     }
 
     async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {
-        on_process("kill", &req.id, &req.exec_id, self.kill_task(&req)).await?;
+        on_process(
+            "kill",
+            &req.exec_id,
+            self.kill_task(&req),
+            self.kill_exec(&req),
+        )
+        .await?;
         Ok(Empty::default())
     }
 
@@ -129,7 +126,8 @@ impl Task for Service {
     ) -> TtrpcResult<api::DeleteResponse> {
         let (service, id) = (self.clone(), req.id.clone());
         let delete = uncancelled(async move { service.delete_task(&id).await });
-        on_process("delete", &req.id, &req.exec_id, delete).await
+        let exec = self.delete_exec(&req.id, &req.exec_id);
+        on_process("delete", &req.exec_id, delete, exec).await
     }
 
     async fn state(
@@ -137,7 +135,8 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        on_process("state", &req.id, &req.exec_id, self.state_of(&req.id)).await
+        let exec = self.state_of_exec(&req.id, &req.exec_id);
+        on_process("state", &req.exec_id, self.state_of(&req.id), exec).await
     }
 
     async fn wait(
@@ -145,7 +144,8 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
-        on_process("wait", &req.id, &req.exec_id, self.wait_task(&req.id)).await
+        let exec = self.wait_exec(&req.id, &req.exec_id);
+        on_process("wait", &req.exec_id, self.wait_task(&req.id), exec).await
     }
 
     async fn pids(
@@ -175,12 +175,14 @@ impl Task for Service {
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<Empty> {
-        on_process("close_io", &req.id, &req.exec_id, self.close_stdin(&req)).await?;
+        let exec = self.close_exec_stdin(&req);
+        on_process("close_io", &req.exec_id, self.close_stdin(&req), exec).await?;
         Ok(Empty::default())
     }
 
-    async fn exec(&self, _: &TtrpcContext, _: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        unsupported("exec")
+    async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
+        reply("exec", self.add_exec(&req).await)?;
+        Ok(Empty::default())
     }
 
     async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {

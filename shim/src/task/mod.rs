@@ -4,6 +4,7 @@
 
 mod api;
 mod cgroup_rpcs;
+mod exec_rpcs;
 pub mod lifecycle;
 mod service;
 

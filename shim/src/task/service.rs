@@ -35,6 +35,8 @@ pub(super) struct TaskEntry {
     stdio: [String; 3],
     /// What the task owns once Create has made it.
     pub(super) live: Option<Live>,
+    /// The processes exec'd into it, by exec id.
+    pub(super) execs: HashMap<String, super::exec_rpcs::ExecEntry>,
 }
 
 pub(super) struct Live {
@@ -43,6 +45,8 @@ pub(super) struct Live {
     control: Option<File>,
     stdin_hold: Option<crate::stdio::StdinHold>,
     pub(super) resources: Resources,
+    /// Whether it runs a Wasm guest or a native program.
+    pub(super) workload: executor::protocol::Workload,
 }
 
 impl TaskEntry {
@@ -70,7 +74,7 @@ pub(super) struct Inner {
     tasks: Mutex<HashMap<String, TaskEntry>>,
     pub(super) reaper: Arc<Reaper>,
     publisher: Publisher,
-    exe: PathBuf,
+    pub(super) exe: PathBuf,
     exit: Arc<ExitSignal>,
 }
 
@@ -165,6 +169,7 @@ impl Service {
                     bundle: PathBuf::from(&req.bundle),
                     stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
                     live: None,
+                    execs: HashMap::new(),
                 },
             );
         }
@@ -186,6 +191,7 @@ impl Service {
             control: Some(created.control),
             stdin_hold: created.stdin_hold,
             resources: created.resources,
+            workload: created.workload,
         });
         entry.apply(&id, Event::Created)?;
         log::info!("task {id}: created, pid {pid}");
@@ -361,6 +367,7 @@ impl Service {
             task.status.subscribe()
         };
         let _ = stopped.wait_for(|s| s.exit().is_some()).await;
+        self.end_execs(id).await;
         let (pid, exit, mut resources, bundle) = {
             let mut tasks = self.table().await;
             let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
@@ -477,13 +484,22 @@ impl Service {
     pub async fn pids_of(&self, id: &str) -> RpcResult<api::PidsResponse> {
         let tasks = self.table().await;
         let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-        let processes = match (task.status().exit(), &task.live) {
+        let mut processes = match (task.status().exit(), &task.live) {
             (None, Some(live)) => vec![ProcessInfo {
                 pid: live.pid.as_raw() as u32,
                 ..Default::default()
             }],
             _ => Vec::new(),
         };
+        processes.extend(
+            task.execs
+                .values()
+                .filter_map(|e| e.running())
+                .map(|(pid, _)| ProcessInfo {
+                    pid: pid.as_raw() as u32,
+                    ..Default::default()
+                }),
+        );
         Ok(api::PidsResponse {
             processes,
             ..Default::default()
@@ -498,6 +514,21 @@ impl Service {
             .and_then(|t| t.live.as_ref())
             .map(|l| l.pid.as_raw() as u32)
             .unwrap_or_default()
+    }
+
+    /// Kills what still runs of a task's execs once the task has exited
+    /// (its PID namespace may be shared, so they need not have died with
+    /// it), so that its cgroup can go, and waits for them.
+    async fn end_execs(&self, id: &str) {
+        let running: Vec<_> = {
+            let tasks = self.table().await;
+            let Some(task) = tasks.get(id) else { return };
+            task.execs.values().filter_map(|e| e.running()).collect()
+        };
+        for (pid, mut status) in running {
+            let _ = self.0.reaper.signal(pid, Signal::SIGKILL);
+            let _ = status.wait_for(|s| s.exit().is_some()).await;
+        }
     }
 
     /// Ends the shim when it serves no task any more: it serves every

@@ -1,0 +1,97 @@
+//! The main function of a process exec'd into a running native container
+//! (`__exec <id> <bundle> <init pid> <init start time> <process json>`),
+//! as `runc exec` runs one: the shim clones it into the container's PID
+//! namespace and cgroup; here it joins the container's other namespaces,
+//! takes the process's user, capabilities, rlimits and the container's
+//! seccomp profile, reports ready and execve's the program at Start.
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::exit::{EXEC_FAILED, FAILURE};
+use crate::native::{self, Program};
+use crate::protocol::{self, CONTROL_FD, STATUS_FD};
+use crate::sandbox::{self, Workload};
+use crate::spec::{child_config, load};
+
+/// The container's init process, named by pid and start time so that a
+/// recycled pid is never mistaken for it.
+pub struct Init {
+    pub pid: i32,
+    pub started: u64,
+}
+
+struct Args {
+    bundle: PathBuf,
+    init: Init,
+    process: String,
+}
+
+/// Runs the exec'd process: prepare, report, wait for Start, execve.
+pub fn main(args: &[String]) -> ! {
+    // SAFETY: the shim hands this process these two descriptors
+    // (protocol.rs) and nothing else in this process owns them.
+    let (status, control) =
+        unsafe { (File::from_raw_fd(STATUS_FD), File::from_raw_fd(CONTROL_FD)) };
+    let program = match parse_args(args).and_then(|a| prepare(&a)) {
+        Ok(program) => program,
+        Err(e) => {
+            protocol::report(status, Err(&e.chain()));
+            std::process::exit(FAILURE);
+        }
+    };
+    protocol::report(status, Ok(Workload::Native));
+    if !protocol::await_start(control) {
+        std::process::exit(FAILURE);
+    }
+    let error = native::exec(&program);
+    eprintln!("{}", error.chain());
+    std::process::exit(EXEC_FAILED)
+}
+
+fn parse_args(args: &[String]) -> Result<Args> {
+    let bad = || {
+        Error::InvalidSpec(format!(
+            "exec expects <id> <bundle> <pid> <start> <process>, got {args:?}"
+        ))
+    };
+    let [_id, bundle, pid, started, process] = args else {
+        return Err(bad());
+    };
+    Ok(Args {
+        bundle: PathBuf::from(bundle),
+        init: Init {
+            pid: pid.parse().map_err(|_| bad())?,
+            started: started.parse().map_err(|_| bad())?,
+        },
+        process: process.clone(),
+    })
+}
+
+/// The process spec of an exec, as containerd sends it (JSON).
+pub fn parse_process(json: &[u8]) -> Result<oci_spec::runtime::Process> {
+    let process: oci_spec::runtime::Process = serde_json::from_slice(json)
+        .map_err(|e| Error::InvalidSpec(format!("exec process spec: {e}")))?;
+    if process.terminal() == Some(true) {
+        return Err(Error::InvalidSpec(
+            "exec process terminal: true is not supported by the wasmtime shim (exec without a tty)"
+                .into(),
+        ));
+    }
+    Ok(process)
+}
+
+fn prepare(args: &Args) -> Result<Program> {
+    let mut spec = load(&args.bundle)?;
+    spec.set_process(Some(parse_process(args.process.as_bytes())?));
+    let mut config = child_config(&spec, &args.bundle)?;
+    sandbox::join_container(&config, &args.init)?;
+    native::fill_home(&mut config.env, config.uid);
+    let found = native::resolve(&config.args[0], &config.env)?;
+    let path = config.cwd.join(found);
+    native::close_on_exec_above_stdio()?;
+    sandbox::drop_privileges(&config, Workload::Native)?;
+    native::prepare(&path, &config.args, &config.env)
+}

@@ -1,0 +1,106 @@
+//! The operating-system side of a process exec'd into a running native
+//! container (the CRI's ExecSync and Exec, `ctr task exec`): a child of
+//! the shim, cloned into the container's PID namespace and placed in its
+//! cgroup, which joins the other namespaces itself (executor's exec.rs).
+
+use std::fs::File;
+use std::path::Path;
+
+use executor::protocol::EXEC_SUBCOMMAND;
+use executor::spawn::spawn_child_in_pid_ns;
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+
+use crate::cgroup::Cgroup;
+use crate::errors::Fail;
+use crate::reaper::Reaper;
+use crate::stdio::StdinHold;
+
+/// The largest process spec an exec may carry: it travels as an argument.
+const MAX_PROCESS_SPEC: usize = 64 << 10;
+
+/// The container an exec goes into.
+pub struct Target<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub init: Pid,
+    pub cgroup: Option<&'a Cgroup>,
+}
+
+/// An exec'd process that runs.
+pub struct Running {
+    pub pid: Pid,
+    pub exit: oneshot::Receiver<i32>,
+    pub stdin_hold: Option<StdinHold>,
+}
+
+/// Checks an Exec request's process spec (JSON) before it is recorded.
+pub fn check_process(what: &str, spec: &[u8]) -> Result<(), Fail> {
+    if spec.len() > MAX_PROCESS_SPEC {
+        return Err(Fail::invalid(format!(
+            "{what}: the process spec is larger than {MAX_PROCESS_SPEC} bytes"
+        )));
+    }
+    std::str::from_utf8(spec)
+        .map_err(|_| Fail::invalid(format!("{what}: the process spec is not UTF-8")))?;
+    executor::exec::parse_process(spec)
+        .map(|_| ())
+        .map_err(|e| Fail::invalid(format!("{what}: {}", e.chain())))
+}
+
+/// Starts the process `spec` (checked by [`check_process`]) in `target`
+/// with the given stdio, and lets it execve. On failure nothing of it is
+/// left.
+pub async fn start(
+    what: &str,
+    exe: &Path,
+    reaper: &Reaper,
+    target: Target<'_>,
+    spec: &[u8],
+    stdio: &[String; 3],
+) -> Result<Running, Fail> {
+    let gone = || Fail::precondition(format!("{what}: task {} is not running", target.id));
+    let started = executor::process_start_time(target.init.as_raw()).ok_or_else(gone)?;
+    let spec = std::str::from_utf8(spec).map_err(|_| Fail::invalid(format!("{what}: spec")))?;
+    let crate::stdio::Opened { fds, stdin_hold } =
+        crate::stdio::open(&stdio[0], &stdio[1], &stdio[2])
+            .await
+            .map_err(|e| Fail::invalid(format!("{what}: {e:#}")))?;
+    let (init, started) = (target.init.to_string(), started.to_string());
+    let bundle = target.bundle.to_string_lossy();
+    let args = [EXEC_SUBCOMMAND, target.id, &bundle, &init, &started, spec];
+    let (child, pid, exit) = reaper
+        .spawn_beside(target.init, || {
+            let ns = File::open(format!("/proc/{}/ns/pid", target.init))?;
+            let stdio = [&fds[0], &fds[1], &fds[2]];
+            let child = spawn_child_in_pid_ns(&ns, exe, &args, stdio, CloneFlags::empty())
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            Ok((child.pid, child))
+        })
+        .map_err(|e| Fail::precondition(format!("{what}: {e:#}")))?;
+    drop(fds);
+    let ready = async {
+        if let Some(cg) = target.cgroup {
+            cg.add(pid.as_raw())
+                .map_err(|e| Fail::internal(format!("{what}: {e:#}")))?;
+        }
+        let (mut control, _) =
+            crate::container::release_child(what, pid, child.status, child.control).await?;
+        crate::container::start(&mut control).map_err(|e| Fail::internal(format!("{what}: {e:#}")))
+    };
+    match ready.await {
+        Ok(()) => Ok(Running {
+            pid,
+            exit,
+            stdin_hold,
+        }),
+        Err(fail) => {
+            let _ = reaper.signal(pid, Signal::SIGKILL);
+            let code = exit.await.ok();
+            log::debug!("{what}: child {pid} ended with {code:?} after a failed start");
+            Err(fail)
+        }
+    }
+}

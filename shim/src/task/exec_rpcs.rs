@@ -1,0 +1,327 @@
+//! The RPCs on processes exec'd into a task (requests with an exec id):
+//! Exec records one, Start runs it, and Kill, Wait, State, CloseIO and
+//! Delete act on it. An exec goes through the same lifecycle table as its
+//! task, from Created on. Only native containers take execs: a Wasm
+//! guest is one instance in one process, with no program to exec.
+
+use std::time::SystemTime;
+
+use containerd_shim::api;
+use containerd_shim::protos::events::task::{TaskExecAdded, TaskExecStarted, TaskExit};
+use containerd_shim::protos::topics;
+use containerd_shim::protos::types::task::Status as ApiStatus;
+use executor::protocol::Workload;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use super::lifecycle::{Event, Exit, Status, next};
+use super::service::{RpcResult, Service, not_found, timestamp};
+use crate::errors::Fail;
+use crate::stdio::StdinHold;
+
+/// The sentence a user of `kubectl exec` or an exec probe sees.
+pub const WASM_EXEC_REFUSED: &str = "exec is not supported for Wasm containers";
+
+/// One exec'd process of a task.
+pub(super) struct ExecEntry {
+    status: watch::Sender<Status>,
+    /// The process spec, JSON as containerd sent it.
+    spec: Vec<u8>,
+    stdio: [String; 3],
+    pid: Option<Pid>,
+    stdin_hold: Option<StdinHold>,
+}
+
+impl ExecEntry {
+    pub(super) fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    /// The running process, to be killed when its task is deleted.
+    pub(super) fn running(&self) -> Option<(Pid, watch::Receiver<Status>)> {
+        (self.status() == Status::Running)
+            .then_some(self.pid)
+            .flatten()
+            .map(|pid| (pid, self.status.subscribe()))
+    }
+}
+
+fn name(id: &str, exec_id: &str) -> String {
+    format!("{id} exec {exec_id}")
+}
+
+fn exec_not_found(id: &str, exec_id: &str) -> Fail {
+    Fail::not_found(format!("exec {exec_id} not found in task {id}"))
+}
+
+impl Service {
+    pub async fn add_exec(&self, req: &api::ExecProcessRequest) -> RpcResult<()> {
+        let (id, exec_id) = (&req.id, &req.exec_id);
+        let what = format!("exec {exec_id} in task {id}");
+        let mut tasks = self.table().await;
+        let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
+        let live = task
+            .live
+            .as_ref()
+            .ok_or_else(|| Fail::precondition(format!("{what}: the task is not created yet")))?;
+        if live.workload == Workload::Wasm {
+            return Err(Fail::unimplemented(format!("{what}: {WASM_EXEC_REFUSED}")));
+        }
+        if task.status() != Status::Running {
+            return Err(Fail::precondition(format!(
+                "{what}: the task {}",
+                match task.status() {
+                    Status::Paused => "is paused",
+                    _ => "is not running",
+                }
+            )));
+        }
+        if req.terminal {
+            return Err(Fail::invalid(format!(
+                "{what}: terminal: true is not supported by the wasmtime shim (exec without a tty)"
+            )));
+        }
+        if task.execs.contains_key(exec_id) {
+            return Err(Fail::already_exists(format!("{what} already exists")));
+        }
+        let spec = req
+            .spec
+            .as_ref()
+            .map(|any| any.value.clone())
+            .unwrap_or_default();
+        crate::exec::check_process(&what, &spec)?;
+        let (status, _) = watch::channel(Status::Created);
+        task.execs.insert(
+            exec_id.clone(),
+            ExecEntry {
+                status,
+                spec,
+                stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+                pid: None,
+                stdin_hold: None,
+            },
+        );
+        log::info!("{what}: added");
+        self.publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            Box::new(TaskExecAdded {
+                container_id: id.clone(),
+                exec_id: exec_id.clone(),
+                ..Default::default()
+            }),
+        );
+        Ok(())
+    }
+
+    /// Runs the exec. The table stays locked meanwhile (the process gets
+    /// ready in milliseconds), so its exit cannot be handled before its
+    /// start is recorded.
+    pub async fn start_exec(&self, id: &str, exec_id: &str) -> RpcResult<api::StartResponse> {
+        let what = format!("exec {exec_id} in task {id}");
+        let mut tasks = self.table().await;
+        let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
+        if task.status() != Status::Running {
+            return Err(Fail::precondition(format!(
+                "{what}: the task is not running"
+            )));
+        }
+        let live = task
+            .live
+            .as_ref()
+            .ok_or_else(|| Fail::internal(format!("task {id} has no process")))?;
+        let exec = task
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        next(&name(id, exec_id), exec.status(), Event::Start)?;
+        let target = crate::exec::Target {
+            id,
+            bundle: &task.bundle,
+            init: live.pid,
+            cgroup: live.resources.cgroup(),
+        };
+        let running = crate::exec::start(
+            &what,
+            &self.0.exe,
+            &self.0.reaper,
+            target,
+            &exec.spec,
+            &exec.stdio,
+        )
+        .await?;
+        let exec = task
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        exec.pid = Some(running.pid);
+        exec.stdin_hold = running.stdin_hold;
+        exec.status.send_replace(Status::Running);
+        let pid = running.pid.as_raw() as u32;
+        log::info!("{what}: started, pid {pid}");
+        self.publish(
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            Box::new(TaskExecStarted {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                pid,
+                ..Default::default()
+            }),
+        );
+        let (service, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
+        let exit = running.exit;
+        tokio::spawn(async move {
+            let code = exit.await.unwrap_or(executor::exit::LOST);
+            service.on_exec_exit(&id, &exec_id, code as u32).await;
+        });
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn on_exec_exit(&self, id: &str, exec_id: &str, code: u32) {
+        let at = SystemTime::now();
+        let mut tasks = self.table().await;
+        let Some(exec) = tasks.get_mut(id).and_then(|t| t.execs.get_mut(exec_id)) else {
+            return;
+        };
+        exec.status.send_replace(Status::Stopped(Exit { code, at }));
+        exec.stdin_hold = None;
+        let pid = exec.pid.map_or(0, |p| p.as_raw() as u32);
+        log::info!("exec {exec_id} in task {id}: exited with status {code}");
+        self.publish(
+            topics::TASK_EXIT_EVENT_TOPIC,
+            Box::new(TaskExit {
+                container_id: id.to_string(),
+                id: exec_id.to_string(),
+                pid,
+                exit_status: code,
+                exited_at: Some(timestamp(at)).into(),
+                ..Default::default()
+            }),
+        );
+    }
+
+    pub async fn kill_exec(&self, req: &api::KillRequest) -> RpcResult<()> {
+        let (id, exec_id) = (&req.id, &req.exec_id);
+        let tasks = self.table().await;
+        let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+        let exec = task
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        next(&name(id, exec_id), exec.status(), Event::Signal)?;
+        let signal = Signal::try_from(req.signal as i32).map_err(|_| {
+            Fail::invalid(format!(
+                "exec {exec_id} in task {id}: unknown signal {}",
+                req.signal
+            ))
+        })?;
+        let Some(pid) = exec.pid else {
+            return Err(Fail::precondition(format!(
+                "exec {exec_id} in task {id} has not started"
+            )));
+        };
+        log::info!("exec {exec_id} in task {id}: sending {signal}");
+        match self.0.reaper.signal(pid, signal) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Fail::not_found(format!(
+                "exec {exec_id} in task {id}: process already finished"
+            ))),
+            Err(e) => Err(Fail::internal(format!(
+                "exec {exec_id} in task {id}: kill {pid}: {e}"
+            ))),
+        }
+    }
+
+    pub async fn wait_exec(&self, id: &str, exec_id: &str) -> RpcResult<api::WaitResponse> {
+        let mut status = {
+            let tasks = self.table().await;
+            let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+            task.execs
+                .get(exec_id)
+                .ok_or_else(|| exec_not_found(id, exec_id))?
+                .status
+                .subscribe()
+        };
+        let exit = status
+            .wait_for(|s| s.exit().is_some())
+            .await
+            .map_err(|_| Fail::not_found(format!("exec {exec_id} in task {id} was deleted")))?
+            .exit()
+            .ok_or_else(|| Fail::internal(format!("exec {exec_id}: no exit after waiting")))?;
+        Ok(api::WaitResponse {
+            exit_status: exit.code,
+            exited_at: Some(timestamp(exit.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    pub async fn delete_exec(&self, id: &str, exec_id: &str) -> RpcResult<api::DeleteResponse> {
+        let mut tasks = self.table().await;
+        let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
+        let exec = task
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        // One that never started has no process: it simply goes.
+        let exit = match exec.status() {
+            Status::Created => None,
+            status => match next(&name(id, exec_id), status, Event::Delete)? {
+                Status::Deleting(exit) => Some(exit),
+                _ => None,
+            },
+        };
+        let pid = exec.pid.map_or(0, |p| p.as_raw() as u32);
+        task.execs.remove(exec_id);
+        log::info!("exec {exec_id} in task {id}: deleted");
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status: exit.map_or(0, |e| e.code),
+            exited_at: exit.map(|e| timestamp(e.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    pub async fn state_of_exec(&self, id: &str, exec_id: &str) -> RpcResult<api::StateResponse> {
+        let tasks = self.table().await;
+        let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+        let exec = task
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        let status = match exec.status() {
+            Status::Created => ApiStatus::CREATED,
+            Status::Running => ApiStatus::RUNNING,
+            _ => ApiStatus::STOPPED,
+        };
+        let exit = exec.status().exit();
+        Ok(api::StateResponse {
+            id: exec_id.to_string(),
+            exec_id: exec_id.to_string(),
+            bundle: task.bundle.to_string_lossy().into_owned(),
+            pid: exec.pid.map_or(0, |p| p.as_raw() as u32),
+            status: status.into(),
+            stdin: exec.stdio[0].clone(),
+            stdout: exec.stdio[1].clone(),
+            stderr: exec.stdio[2].clone(),
+            exit_status: exit.map_or(0, |e| e.code),
+            exited_at: exit.map(|e| timestamp(e.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    pub async fn close_exec_stdin(&self, req: &api::CloseIORequest) -> RpcResult<()> {
+        let mut tasks = self.table().await;
+        let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let exec = task
+            .execs
+            .get_mut(&req.exec_id)
+            .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
+        if req.stdin {
+            exec.stdin_hold = None;
+        }
+        Ok(())
+    }
+}
