@@ -494,3 +494,86 @@ fn the_shim_socket_is_private_under_any_umask() {
     assert_eq!(mode(socket.parent().unwrap()), 0o700, "socket directory");
     ctrd.stop_and_remove("umask-1", "SIGKILL");
 }
+
+/// containerd 2.3 and later start a shim with `BootstrapParams` on stdin
+/// and read a `BootstrapResult`: the shim listens in the socket directory
+/// it was given and serves the Task API there.
+#[test]
+fn start_speaks_the_bootstrap_protocol_of_containerd_2_3() {
+    use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
+    use containerd_shim_protos::protobuf::Message;
+    use containerd_shim_protos::{api, shim_sync};
+
+    let Some(ctrd) = containerd() else { return };
+    let bundle = tempfile::tempdir().unwrap();
+    let spec = ctrd.default_spec(&bundle.path().join("rootfs"), "boot-1", &["/hello.wasm"]);
+    std::fs::write(bundle.path().join("config.json"), spec.to_string()).unwrap();
+    // containerd makes the shim's log a fifo in the bundle, and reads it.
+    let log = bundle.path().join("log");
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let log_reader = std::thread::spawn(move || std::fs::read_to_string(log).unwrap_or_default());
+    let sockets = tempfile::tempdir().unwrap();
+    let grpc = ctrd
+        .dir()
+        .join("containerd.sock")
+        .to_string_lossy()
+        .into_owned();
+    let params = BootstrapParams {
+        instance_id: "boot-1".into(),
+        namespace: common::NAMESPACE.into(),
+        containerd_grpc_address: grpc.clone(),
+        containerd_ttrpc_address: format!("{grpc}.ttrpc"),
+        socket_dir: Some(sockets.path().to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    let mut start = std::process::Command::new(Containerd::built_shim())
+        .args([
+            "-namespace",
+            common::NAMESPACE,
+            "-id",
+            "boot-1",
+            "-address",
+            &grpc,
+            "start",
+        ])
+        .current_dir(bundle.path())
+        .env_remove("TTRPC_ADDRESS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    start
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&params.write_to_bytes().unwrap())
+        .unwrap();
+    let out = start.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = BootstrapResult::parse_from_bytes(&out.stdout).expect("a BootstrapResult");
+    assert_eq!(result.protocol, "ttrpc");
+    assert_eq!(result.version, containerd_shim_protos::TASK_API_VERSION);
+    let prefix = format!("unix://{}/", sockets.path().display());
+    assert!(result.address.starts_with(&prefix), "{}", result.address);
+
+    // It serves the Task API there, and leaves when told it has no task.
+    let client = shim_sync::Client::connect(&result.address).unwrap();
+    let task = shim_sync::TaskClient::new(client);
+    let context = containerd_shim_protos::ttrpc::context::with_timeout(5_000_000_000);
+    let connected = task
+        .connect(context.clone(), &api::ConnectRequest::default())
+        .unwrap();
+    assert!(connected.shim_pid > 0);
+    task.shutdown(context, &api::ShutdownRequest::default())
+        .unwrap();
+    wait_for("the shim to exit", Duration::from_secs(10), || {
+        common::shim_pids(ctrd.dir()).is_empty()
+    });
+    let said = log_reader.join().unwrap();
+    assert!(said.contains("no tasks left"), "shim log: {said}");
+}
