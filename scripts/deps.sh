@@ -2,7 +2,10 @@
 # Installs what building, running and testing the shim needs on Debian:
 # libseccomp-dev (the shim links libseccomp to apply seccomp profiles),
 # containerd and runc (runc for the native peer in benchmarks and tests),
-# and busybox-static (the busybox test image copies its /bin/busybox).
+# busybox-static (the busybox test image copies its /bin/busybox),
+# containernetworking-plugins (the CRI tests' pod network uses
+# /usr/lib/cni/loopback) and protobuf-compiler (protoc builds the CRI
+# protos of the k8s-cri crate).
 # Does nothing when they are already there.
 set -euo pipefail
 
@@ -16,6 +19,8 @@ command -v script >/dev/null || missing+=(bsdutils)
 # and it would not start in an image without libraries: ask for the package.
 [ "$(dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null)" = installed ] ||
     missing+=(busybox-static)
+[ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
