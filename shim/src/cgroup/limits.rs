@@ -69,9 +69,22 @@ fn describe(w: &Write) -> String {
     format!("apply {field}")
 }
 
+/// Whether a `blockIO` sets anything: Docker sends `"blockIO": {}` with
+/// every container, which asks for nothing.
+fn asks_for_block_io(b: &oci_spec::runtime::LinuxBlockIo) -> bool {
+    let some = |len: Option<usize>| len.is_some_and(|n| n > 0);
+    b.weight().is_some()
+        || b.leaf_weight().is_some()
+        || some(b.weight_device().as_ref().map(Vec::len))
+        || some(b.throttle_read_bps_device().as_ref().map(Vec::len))
+        || some(b.throttle_write_bps_device().as_ref().map(Vec::len))
+        || some(b.throttle_read_iops_device().as_ref().map(Vec::len))
+        || some(b.throttle_write_iops_device().as_ref().map(Vec::len))
+}
+
 /// Refuses what has no cgroup file to go to, by name.
 fn refuse_unsupported(resources: &LinuxResources, v2: bool) -> anyhow::Result<()> {
-    if resources.block_io().is_some() {
+    if resources.block_io().as_ref().is_some_and(asks_for_block_io) {
         bail!("linux.resources.blockIO is not supported by the wasmtime shim");
     }
     if resources.network().is_some() {
@@ -461,6 +474,9 @@ mod tests {
         let blkio = resources(r#"{"blockIO": {"weight": 10}}"#);
         let err = refuse_unsupported(&blkio, false).unwrap_err().to_string();
         assert!(err.contains("linux.resources.blockIO"), "{err}");
+        // Docker's empty blockIO asks for nothing.
+        let empty = resources(r#"{"blockIO": {"throttleReadBpsDevice": []}}"#);
+        assert!(refuse_unsupported(&empty, false).is_ok());
         let unified = resources(r#"{"unified": {"memory.high": "1"}}"#);
         assert!(refuse_unsupported(&unified, false).is_err());
         assert!(refuse_unsupported(&unified, true).is_ok());
