@@ -10,13 +10,15 @@ use oci_spec::runtime::{LinuxDevice, LinuxNamespaceType, LinuxSeccomp, PosixRlim
 use crate::error::{Error, Result};
 use crate::sandbox::mount_spec::{self, MountSpec};
 
-/// The namespaces every container gets fresh, whatever the spec says: the
-/// child must be PID 1 of its own PID namespace, and mounts, IPC and the
-/// hostname must not leak to or from the host.
-const ALWAYS_NEW: CloneFlags = CloneFlags::CLONE_NEWNS
-    .union(CloneFlags::CLONE_NEWPID)
-    .union(CloneFlags::CLONE_NEWIPC)
-    .union(CloneFlags::CLONE_NEWUTS);
+/// The namespaces of kinds the container does not share with the host
+/// (the spec lists them, new or joined by path): what decides which
+/// sysctls and names it may set, as under runc.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnNamespaces {
+    pub network: bool,
+    pub ipc: bool,
+    pub uts: bool,
+}
 
 /// What the child needs from the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +42,7 @@ pub struct ChildConfig {
     pub new_cgroup_namespace: bool,
     /// Whether the container has a network namespace of its own (new or
     /// joined), which `net.*` sysctls need.
-    pub own_network: bool,
+    pub own: OwnNamespaces,
     pub mounts: Vec<MountSpec>,
     /// `linux.rootfsPropagation`, else runc's rslave.
     pub propagation: MsFlags,
@@ -68,11 +70,24 @@ pub fn load(bundle: &Path) -> Result<Spec> {
     Spec::load(&path).map_err(|source| Error::Spec { path, source })
 }
 
-/// The namespace flags the child is cloned with.
+/// The namespace flags the child is cloned with, as runc makes them: a
+/// new namespace of each kind the spec lists without a path; a kind it
+/// lists with a path is joined, one it does not list is the host's. The
+/// container's root needs a mount namespace of its own.
 pub fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
-    let mut flags = ALWAYS_NEW;
+    if !namespaces(spec).any(|ns| ns.typ() == LinuxNamespaceType::Mount) {
+        return Err(Error::InvalidSpec(
+            "linux.namespaces has no mount namespace: the container's root needs one of its own"
+                .into(),
+        ));
+    }
+    let mut flags = CloneFlags::empty();
     for ns in namespaces(spec) {
         match (ns.typ(), ns.path()) {
+            (LinuxNamespaceType::Mount, None) => flags |= CloneFlags::CLONE_NEWNS,
+            (LinuxNamespaceType::Pid, None) => flags |= CloneFlags::CLONE_NEWPID,
+            (LinuxNamespaceType::Ipc, None) => flags |= CloneFlags::CLONE_NEWIPC,
+            (LinuxNamespaceType::Uts, None) => flags |= CloneFlags::CLONE_NEWUTS,
             (LinuxNamespaceType::Network, None) => flags |= CloneFlags::CLONE_NEWNET,
             // A new cgroup namespace is made by the child itself, once it
             // is in its cgroup (see ChildConfig::new_cgroup_namespace).
@@ -92,12 +107,9 @@ pub fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
                     path.display()
                 )));
             }
-            // The shim clones the child into it (spawn_child_in_pid_ns):
-            // a pod that shares its process namespace.
-            (LinuxNamespaceType::Pid, Some(_)) => flags.remove(CloneFlags::CLONE_NEWPID),
-            // Joined IPC and UTS namespaces replace the fresh ones.
-            (LinuxNamespaceType::Ipc, Some(_)) => flags.remove(CloneFlags::CLONE_NEWIPC),
-            (LinuxNamespaceType::Uts, Some(_)) => flags.remove(CloneFlags::CLONE_NEWUTS),
+            // A PID namespace by path is entered at the clone (a pod that
+            // shares its process namespace: spawn_child_in_pid_ns); the
+            // others by the child.
             _ => {}
         }
     }
@@ -198,13 +210,29 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
         .into_iter()
         .collect();
     sysctl.sort();
+    let listed = |typ| namespaces(spec).any(|ns| ns.typ() == typ);
+    let own = OwnNamespaces {
+        network: listed(LinuxNamespaceType::Network),
+        ipc: listed(LinuxNamespaceType::Ipc),
+        uts: listed(LinuxNamespaceType::Uts),
+    };
+    let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
+    let domainname = spec.domainname().clone().filter(|d| !d.is_empty());
+    // As runc: the host's names are not the container's to set.
+    for (field, value) in [("hostname", &hostname), ("domainname", &domainname)] {
+        if let (Some(value), false) = (value, own.uts) {
+            return Err(Error::InvalidSpec(format!(
+                "{field} {value:?} needs a UTS namespace of the container's own (linux.namespaces has no uts)"
+            )));
+        }
+    }
     Ok(ChildConfig {
         args,
         env,
         cwd,
         rootfs,
         readonly_root: root.readonly().unwrap_or(false),
-        hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+        hostname,
         uid: user.uid(),
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
@@ -213,13 +241,13 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
         join,
         new_cgroup_namespace: namespaces(spec)
             .any(|ns| ns.typ() == LinuxNamespaceType::Cgroup && ns.path().is_none()),
-        own_network: namespaces(spec).any(|ns| ns.typ() == LinuxNamespaceType::Network),
+        own,
         mounts,
         propagation: propagation(linux.rootfs_propagation().as_deref())?,
         devices: linux.devices().clone().unwrap_or_default(),
         masked_paths: paths(linux.masked_paths()),
         readonly_paths: paths(linux.readonly_paths()),
-        domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
+        domainname,
         sysctl,
         rlimits: process.rlimits().clone().unwrap_or_default(),
         umask: user.umask(),
@@ -290,6 +318,12 @@ mod tests {
                                  {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
     }"#;
 
+    /// The namespaces BASE asks to be made.
+    const FRESH: CloneFlags = CloneFlags::CLONE_NEWNS
+        .union(CloneFlags::CLONE_NEWPID)
+        .union(CloneFlags::CLONE_NEWIPC)
+        .union(CloneFlags::CLONE_NEWUTS);
+
     #[test]
     fn translates_process_root_and_namespaces() {
         let s = spec(BASE);
@@ -315,7 +349,7 @@ mod tests {
             c.join,
             [(CloneFlags::CLONE_NEWNET, PathBuf::from("/proc/1/ns/net"))]
         );
-        assert_eq!(clone_flags(&s).unwrap(), ALWAYS_NEW);
+        assert_eq!(clone_flags(&s).unwrap(), FRESH);
         assert_eq!(cgroups_path(&s).as_deref(), Some("/default/c1"));
         assert_eq!(group(&s).as_deref(), Some("pod1"));
         assert!(!wants_terminal(&s));
@@ -336,7 +370,7 @@ mod tests {
             r#"{"type": "ipc"}"#,
             r#"{"type": "ipc"}, {"type": "cgroup"}"#,
         ));
-        assert_eq!(clone_flags(&s).unwrap(), ALWAYS_NEW);
+        assert_eq!(clone_flags(&s).unwrap(), FRESH);
         let c = child_config(&s, Path::new("/b")).unwrap();
         assert!(c.new_cgroup_namespace);
         assert!(
@@ -361,6 +395,20 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("mount namespace /m")
+        );
+        // Kinds not listed are the host's; the names then are not ours.
+        let s = spec(&BASE.replace(r#"{"type": "ipc"}, {"type": "uts"}, "#, ""));
+        let host = clone_flags(&s).unwrap();
+        assert!(!host.intersects(CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS));
+        let s = spec(&BASE.replace(r#"{"type": "uts"}, "#, ""));
+        let err = child_config(&s, Path::new("/b")).unwrap_err().to_string();
+        assert!(err.contains("hostname") && err.contains("UTS"), "{err}");
+        let s = spec(&BASE.replace(r#", {"type": "mount"}"#, ""));
+        assert!(
+            clone_flags(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("mount namespace")
         );
         // A PID namespace by path is entered at the clone, not made anew.
         let s = spec(&BASE.replace(r#"{"type": "pid"}"#, r#"{"type": "pid", "path": "/p"}"#));

@@ -9,7 +9,7 @@ use nix::sys::stat::{Mode, umask};
 use oci_spec::runtime::{PosixRlimit, PosixRlimitType};
 
 use crate::error::{Error, Result};
-use crate::spec::ChildConfig;
+use crate::spec::{ChildConfig, OwnNamespaces};
 
 /// Hostname and domainname of the container's UTS namespace.
 pub fn set_names(config: &ChildConfig) -> Result<()> {
@@ -27,7 +27,7 @@ pub fn set_names(config: &ChildConfig) -> Result<()> {
 /// The file under /proc/sys of a sysctl key, refusing keys that are not
 /// in a namespace of the container's own: runc refuses them too, since
 /// writing them would change the host.
-pub fn sysctl_path(key: &str, own_network: bool) -> Result<PathBuf> {
+pub fn sysctl_path(key: &str, own: OwnNamespaces) -> Result<PathBuf> {
     let ipc = [
         "kernel.msgmax",
         "kernel.msgmnb",
@@ -35,20 +35,27 @@ pub fn sysctl_path(key: &str, own_network: bool) -> Result<PathBuf> {
         "kernel.sem",
     ];
     let ipc_prefixes = ["kernel.shm", "fs.mqueue."];
-    let namespaced = ipc.contains(&key)
-        || ipc_prefixes.iter().any(|p| key.starts_with(p))
-        || key == "kernel.hostname"
-        || key == "kernel.domainname";
-    if key.starts_with("net.") {
-        if !own_network {
+    let kind = if key.starts_with("net.") {
+        Some(("network", own.network))
+    } else if ipc.contains(&key) || ipc_prefixes.iter().any(|p| key.starts_with(p)) {
+        Some(("IPC", own.ipc))
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(("UTS", own.uts))
+    } else {
+        None
+    };
+    match kind {
+        Some((_, true)) => {}
+        Some((kind, false)) => {
             return Err(Error::InvalidSpec(format!(
-                "linux.sysctl {key} needs a network namespace of the container's own"
+                "linux.sysctl {key} needs a {kind} namespace of the container's own"
             )));
         }
-    } else if !namespaced {
-        return Err(Error::InvalidSpec(format!(
-            "linux.sysctl {key} is not in a namespace of the container: it would change the host"
-        )));
+        None => {
+            return Err(Error::InvalidSpec(format!(
+                "linux.sysctl {key} is not in a namespace of the container: it would change the host"
+            )));
+        }
     }
     if key.contains("..") || key.contains('/') {
         return Err(Error::InvalidSpec(format!(
@@ -60,7 +67,7 @@ pub fn sysctl_path(key: &str, own_network: bool) -> Result<PathBuf> {
 
 pub fn apply_sysctl(config: &ChildConfig) -> Result<()> {
     for (key, value) in &config.sysctl {
-        let path = sysctl_path(key, config.own_network)?;
+        let path = sysctl_path(key, config.own)?;
         super::paths::write_proc(&path.to_string_lossy(), value)
             .map_err(Error::io(format!("linux.sysctl {key}={value}")))?;
     }
@@ -161,15 +168,23 @@ mod tests {
 
     #[test]
     fn sysctls_must_be_namespaced() {
+        let all = OwnNamespaces {
+            network: true,
+            ipc: true,
+            uts: true,
+        };
+        let none = OwnNamespaces::default();
         assert_eq!(
-            sysctl_path("net.ipv4.ip_forward", true).unwrap(),
+            sysctl_path("net.ipv4.ip_forward", all).unwrap(),
             PathBuf::from("/proc/sys/net/ipv4/ip_forward")
         );
-        assert!(sysctl_path("kernel.shmmax", false).is_ok());
-        assert!(sysctl_path("fs.mqueue.msg_max", false).is_ok());
-        let host_net = sysctl_path("net.ipv4.ip_forward", false).unwrap_err();
+        assert!(sysctl_path("kernel.shmmax", all).is_ok());
+        assert!(sysctl_path("fs.mqueue.msg_max", all).is_ok());
+        let host_net = sysctl_path("net.ipv4.ip_forward", none).unwrap_err();
         assert!(host_net.to_string().contains("network namespace"));
-        let global = sysctl_path("vm.swappiness", true).unwrap_err();
+        let host_ipc = sysctl_path("kernel.shmmax", none).unwrap_err();
+        assert!(host_ipc.to_string().contains("IPC namespace"));
+        let global = sysctl_path("vm.swappiness", all).unwrap_err();
         assert!(global.to_string().contains("vm.swappiness"));
     }
 
