@@ -8,7 +8,9 @@
 # the PSS of shims plus container processes with 1 and with 10 idle
 # containers. Two rows run native containers under both: the static
 # native hello, and 10 idle native containers. BENCH_RUNS sets the
-# number of runs (default 20).
+# number of runs (default 20). The pod rows come from shim/benches/pods.rs
+# (pods through the CRI API, under this shim and under runc; BENCH_POD_RUNS,
+# default 10).
 set -euo pipefail
 
 shim=$(realpath "${1:?usage: bench.sh SHIM IMAGES_DIR WORK_DIR}")
@@ -114,6 +116,9 @@ theirs_10=$(idle "$theirs" "$ref/native-sleep:latest" native-idle 10)
 stop_all native-idle
 ours_native_10=$(idle "$ours" "$ref/native-sleep:latest" ours-native-idle 10)
 stop_all ours-native-idle
+echo "running the pod benchmarks (${BENCH_POD_RUNS:-10} runs each)..." >&2
+pod_rows=$(cd "$here/.." && cargo bench -q -p containerd-shim-wasmtime --bench pods -- \
+    "${BENCH_POD_RUNS:-10}" | grep '^|')
 
 printf '\n| %-44s | %-22s | %-22s |\n' "measure" "wasmtime shim" "runc (static native)"
 printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..24})" "$(printf -- '-%.0s' {1..24})"
@@ -123,3 +128,6 @@ printf '| %-44s | %-22s | %-22s |\n' "PSS, 10 idle containers (MB)" "$(mb "$ours
 printf '| %-44s | %-22s | %-22s |\n' "PSS per container with 10 running (MB)" "$(mb "$ours_10" 10)" "$(mb "$theirs_10" 10)"
 printf '| %-44s | %-22s | %-22s |\n' "native hello, min / median / p99 (ms)" "$ours_native_run" "$theirs_run"
 printf '| %-44s | %-22s | %-22s |\n' "PSS, 10 idle native containers (MB)" "$(mb "$ours_native_10")" "$(mb "$theirs_10")"
+while IFS='|' read -r _ what ours_cell theirs_cell _; do
+    printf '| %-44s | %-22s | %-22s |\n' "$(echo $what)" "$(echo $ours_cell)" "$(echo $theirs_cell)"
+done <<<"$pod_rows"

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod cri;
+
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -38,12 +41,12 @@ pub fn containerd_with_copied_shim() -> Option<Containerd> {
 }
 
 /// The end-to-end tests need root and a containerd; say so when missing.
-fn can_run() -> bool {
+pub fn can_run() -> bool {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipping: end-to-end tests need root");
         return false;
     }
-    if Command::new("containerd")
+    if Command::new(containerd_bin("containerd"))
         .arg("--version")
         .output()
         .is_err()
@@ -54,8 +57,82 @@ fn can_run() -> bool {
     true
 }
 
+/// The directory of the containerd under test: the one a test chose with
+/// [`use_containerd_bin_dir`], else `CONTAINERD_BIN_DIR` (the version
+/// matrix runs the suites against other containerd releases), else none:
+/// the binaries on PATH.
+pub fn containerd_bin_dir() -> Option<PathBuf> {
+    CHOSEN_BIN_DIR
+        .get()
+        .cloned()
+        .or_else(|| std::env::var_os("CONTAINERD_BIN_DIR").map(PathBuf::from))
+}
+
+static CHOSEN_BIN_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes this test binary use the containerd in `dir`, whatever the
+/// environment says. Call it before the first fixture starts.
+pub fn use_containerd_bin_dir(dir: &Path) {
+    let _ = CHOSEN_BIN_DIR.set(dir.to_path_buf());
+}
+
+/// `containerd` or `ctr` of the containerd under test.
+pub fn containerd_bin(name: &str) -> PathBuf {
+    match containerd_bin_dir() {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// The major version of that containerd (1 or 2), which picks the config
+/// format: `version = 2` for 1.x, `version = 3` for 2.x.
+pub fn containerd_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let out = Command::new(containerd_bin("containerd"))
+            .arg("--version")
+            .output()
+            .expect("containerd --version");
+        // "containerd github.com/containerd/containerd[/v2] [v]1.6.20~ds1 …"
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("testing against {}", text.trim());
+        text.split_whitespace()
+            .nth(2)
+            .and_then(|v| v.trim_start_matches('v').split('.').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no version in {text:?}"))
+    })
+}
+
+/// The config that turns the CRI off for the ctr suites. In 2.x the CRI is
+/// several plugins, and NRI (on by default there) would make every test
+/// containerd listen on the same socket in /var/run/nri.
+fn disabled_cri() -> String {
+    let plugins: &[&str] = match containerd_major() {
+        1 => &["io.containerd.grpc.v1.cri"],
+        _ => &[
+            "io.containerd.grpc.v1.cri",
+            "io.containerd.cri.v1.images",
+            "io.containerd.cri.v1.runtime",
+            "io.containerd.podsandbox.controller.v1.podsandbox",
+            "io.containerd.nri.v1.nri",
+        ],
+    };
+    format!("disabled_plugins = {plugins:?}\n")
+}
+
+/// The PATH containerd runs with: the fixture's bin dir with the shim, then
+/// the containerd's own (so that its runc shim serves `runc`), then ours.
+fn containerd_path(bin: &Path) -> OsString {
+    let mut dirs = vec![bin.to_path_buf()];
+    dirs.extend(containerd_bin_dir());
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).expect("PATH")
+}
+
 /// The OCI tarballs of the test images, written once per test process.
-fn images_dir() -> &'static Path {
+pub(crate) fn images_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir =
@@ -71,39 +148,70 @@ pub fn image(name: &str) -> String {
 
 impl Containerd {
     fn start(copy_shim: bool, umask: Option<u32>) -> Self {
+        Self::start_with("e2e-ctrd", copy_shim, umask, |_| disabled_cri())
+    }
+
+    /// Starts a containerd in a new temporary directory `<prefix>…` whose
+    /// config is its root, state and sockets there plus `extra(dir)`
+    /// (top-level keys first, then tables); waits until it answers.
+    pub(crate) fn start_with(
+        prefix: &str,
+        copy_shim: bool,
+        umask: Option<u32>,
+        extra: impl FnOnce(&Path) -> String,
+    ) -> Self {
+        let dir = Self::new_dir(prefix, copy_shim);
+        let d = dir.path();
+        let config = format!(
+            "version = {1}\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n{2}\n\
+             [grpc]\n  address = \"{0}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
+            d.display(),
+            if containerd_major() >= 2 { 3 } else { 2 },
+            extra(d),
+        );
+        Self::launch(dir, &config, umask)
+    }
+
+    /// A private containerd on a whole config of the caller's (`config`
+    /// gets the fixture's directory), which must keep root, state and the
+    /// sockets in that directory.
+    pub fn start_on_config(prefix: &str, config: impl FnOnce(&Path) -> String) -> Self {
+        let dir = Self::new_dir(prefix, false);
+        let text = config(dir.path());
+        Self::launch(dir, &text, None)
+    }
+
+    /// The fixture's directory, with the shim (linked or copied) in `bin/`.
+    fn new_dir(prefix: &str, copy_shim: bool) -> tempfile::TempDir {
         let dir = tempfile::Builder::new()
-            .prefix("e2e-ctrd")
+            .prefix(prefix)
             .tempdir_in("/tmp")
             .unwrap();
-        let d = dir.path();
-        let bin = d.join("bin");
+        let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let shim = bin.join("containerd-shim-wasmtime-v1");
         match copy_shim {
             true => std::fs::copy(SHIM, shim).map(drop).unwrap(),
             false => std::os::unix::fs::symlink(SHIM, shim).unwrap(),
         }
-        let config = format!(
-            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{0}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
-            d.display()
-        );
+        dir
+    }
+
+    /// Starts containerd on `config` in `dir` and waits until it answers.
+    fn launch(dir: tempfile::TempDir, config: &str, umask: Option<u32>) -> Self {
+        let d = dir.path();
+        let bin = d.join("bin");
         std::fs::write(d.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
         // A shell sets the umask, then becomes containerd.
         let umask = format!("{:03o}", umask.unwrap_or(0o022));
         let process = Command::new("sh")
-            .args(["-c", "umask \"$0\" && exec containerd --config \"$1\""])
+            .args(["-c", "umask \"$0\" && exec \"$2\" --config \"$1\""])
             .arg(&umask)
             .arg(d.join("config.toml"))
-            .env("PATH", path)
+            .arg(containerd_bin("containerd"))
+            .env("PATH", containerd_path(&bin))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -135,11 +243,15 @@ impl Containerd {
     }
 
     pub fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ctr");
+        self.ctr_command_in(NAMESPACE, args)
+    }
+
+    pub fn ctr_command_in(&self, namespace: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(containerd_bin("ctr"));
         command
             .arg("--address")
             .arg(self.dir().join("containerd.sock"))
-            .args(["--namespace", NAMESPACE])
+            .args(["--namespace", namespace])
             .args(args)
             .stdin(Stdio::null());
         command
@@ -148,8 +260,13 @@ impl Containerd {
     /// Runs ctr to its end; a ctr that hangs fails the test instead of
     /// holding up the whole suite.
     pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_in(NAMESPACE, args)
+    }
+
+    /// As [`Containerd::ctr`], in containerd namespace `namespace`.
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Output {
         let child = self
-            .ctr_command(args)
+            .ctr_command_in(namespace, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -171,8 +288,15 @@ impl Containerd {
     }
 
     pub fn import(&self, name: &str) {
+        self.import_into(NAMESPACE, name)
+    }
+
+    /// Imports (and unpacks) test image `name` into containerd namespace
+    /// `namespace`.
+    pub fn import_into(&self, namespace: &str, name: &str) {
         let tar = images_dir().join(format!("{name}.tar"));
-        let out = self.ctr(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
+        let args = ["images", "import", "--all-platforms", tar.to_str().unwrap()];
+        let out = self.ctr_in(namespace, &args);
         assert!(
             out.status.success(),
             "import {name}: {}",
@@ -487,7 +611,7 @@ fn pids_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
 }
 
 /// The processes whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
+pub fn children_of(parent: i32) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse() else {
@@ -517,7 +641,12 @@ pub fn shim_pids(dir: &Path) -> Vec<i32> {
 /// The processes of container `id`: those in its cgroup (`/e2e/<id>`),
 /// whether a `__child` running Wasm or the native program it became.
 pub fn child_pids(id: &str) -> Vec<i32> {
-    let suffix = format!(":/{NAMESPACE}/{id}");
+    cgroup_pids(&format!("/{NAMESPACE}/{id}"))
+}
+
+/// The processes in cgroup `path` (in any hierarchy).
+pub fn cgroup_pids(path: &str) -> Vec<i32> {
+    let suffix = format!(":{path}");
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse() else {

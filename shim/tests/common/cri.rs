@@ -1,0 +1,743 @@
+//! A private containerd with its CRI plugin, driven through the CRI gRPC
+//! API as kubelet drives it: pods under the `wasmtime` runtime handler,
+//! the test images in the `k8s.io` namespace, pod networking by CNI's
+//! bridge plugin on a bridge of the fixture's own. Dropping the fixture
+//! removes what the tests left: pods, containerd, shims, cgroups, bridge.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use api::image_service_client::ImageServiceClient;
+use api::runtime_service_client::RuntimeServiceClient;
+use api::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ImageSpec,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata,
+};
+pub use k8s_cri::v1 as api;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Containerd, containerd_major, wait_for};
+
+/// The runtime handler that the config maps to this shim.
+pub const HANDLER: &str = "wasmtime";
+/// The containerd namespace of the CRI.
+pub const K8S_NAMESPACE: &str = "k8s.io";
+/// Far beyond any CRI call of these tests; only a hang hits it.
+const CALL_LIMIT: Duration = Duration::from_secs(60);
+/// Where Debian's containernetworking-plugins are.
+const CNI_BIN_DIR: &str = "/usr/lib/cni";
+
+pub struct Cri {
+    ctrd: Option<Containerd>,
+    rt: tokio::runtime::Runtime,
+    channel: Channel,
+    /// The fixture's name: its cgroup parent (`/<name>`) and bridge.
+    name: String,
+}
+
+/// A pod that runs, with the config it was made with (CreateContainer
+/// wants it again).
+pub struct Pod {
+    pub id: String,
+    pub config: PodSandboxConfig,
+}
+
+/// A private containerd with the CRI on, the pause image imported, or
+/// `None` (saying why) where the tests cannot run.
+pub fn cri() -> Option<Cri> {
+    if !super::can_run() {
+        return None;
+    }
+    for plugin in ["bridge", "host-local", "loopback"] {
+        if !Path::new(CNI_BIN_DIR).join(plugin).exists() {
+            eprintln!(
+                "skipping: CNI plugin {CNI_BIN_DIR}/{plugin} is missing \
+                 (apt-get install containernetworking-plugins)"
+            );
+            return None;
+        }
+    }
+    Some(Cri::start())
+}
+
+impl Cri {
+    fn start() -> Self {
+        let cri = Self::on(Containerd::start_with("cri-e2e", false, None, cri_config));
+        cri.import(&["pause"]);
+        cri
+    }
+
+    /// The CRI of a containerd that serves it, once it is ready.
+    pub fn on(ctrd: Containerd) -> Self {
+        let name = ctrd
+            .dir()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let socket = ctrd.dir().join("containerd.sock");
+        let channel = rt
+            .block_on(connect(socket))
+            .expect("connect to the CRI socket");
+        let cri = Cri {
+            ctrd: Some(ctrd),
+            rt,
+            channel,
+            name,
+        };
+        cri.wait_ready();
+        cri
+    }
+
+    pub fn ctrd(&self) -> &Containerd {
+        self.ctrd.as_ref().unwrap()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.ctrd().dir()
+    }
+
+    pub fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel.clone())
+    }
+
+    pub fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel.clone())
+    }
+
+    /// Runs one CRI call to its end (at most [`CALL_LIMIT`]).
+    pub fn call<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        self.call_within(call)
+            .unwrap_or_else(|| panic!("a CRI call hung\n{}", self.log_tail()))
+    }
+
+    /// As [`Cri::call`], `None` if the call hung.
+    fn call_within<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Option<Result<T, tonic::Status>> {
+        self.rt
+            .block_on(async { tokio::time::timeout(CALL_LIMIT, call).await })
+            .ok()
+            .map(|r| r.map(tonic::Response::into_inner))
+    }
+
+    /// As [`Cri::call`], failing the test with containerd's log if the
+    /// call fails.
+    pub fn ok<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> T {
+        self.call(call)
+            .unwrap_or_else(|e| panic!("{what}: {e:?}\n{}", self.log_tail()))
+    }
+
+    /// The end of containerd's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.ctrd().log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("containerd log (last 40 lines):\n{tail}")
+    }
+
+    /// Waits until the CRI reports the runtime and the network ready,
+    /// which it does once it has loaded and the CNI config is read.
+    fn wait_ready(&self) {
+        wait_for("the CRI to be ready", Duration::from_secs(30), || {
+            let status = self.call(self.runtime().status(api::StatusRequest::default()));
+            status.is_ok_and(|s| {
+                s.status
+                    .is_some_and(|s| s.conditions.iter().all(|c| c.status))
+            })
+        });
+    }
+
+    /// Imports test images into the CRI's namespace and waits until the
+    /// CRI sees them.
+    pub fn import(&self, names: &[&str]) {
+        for name in names {
+            self.ctrd().import_into(K8S_NAMESPACE, name);
+            let spec = image_spec(name);
+            wait_for(
+                &format!("the CRI to see image {name}"),
+                Duration::from_secs(10),
+                || {
+                    let req = api::ImageStatusRequest {
+                        image: Some(spec.clone()),
+                        verbose: false,
+                    };
+                    self.call(self.images().image_status(req))
+                        .is_ok_and(|s| s.image.is_some())
+                },
+            );
+        }
+    }
+
+    /// A pod config as kubelet makes one: `network` NODE (host network) or
+    /// POD (its own, through CNI), a PID namespace per container, logs in
+    /// the fixture's directory, the fixture's cgroup parent.
+    pub fn pod_config(&self, name: &str, network: NamespaceMode) -> PodSandboxConfig {
+        let log_directory = self.dir().join("pods").join(name);
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("{}-{name}", self.name),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            // As kubelet: a pod on the host network keeps the host's name
+            // (and has no UTS namespace of its own to set one in).
+            hostname: match network {
+                NamespaceMode::Node => String::new(),
+                _ => name.into(),
+            },
+            log_directory: log_directory.to_string_lossy().into_owned(),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{}", self.name),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: network.into(),
+                        pid: NamespaceMode::Container.into(),
+                        ipc: NamespaceMode::Pod.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// RunPodSandbox under the `wasmtime` handler.
+    pub fn run_pod(&self, config: PodSandboxConfig) -> Pod {
+        self.run_pod_under(config, HANDLER)
+    }
+
+    /// RunPodSandbox under runtime handler `handler`.
+    pub fn run_pod_under(&self, config: PodSandboxConfig, handler: &str) -> Pod {
+        let req = api::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        };
+        let id = self
+            .ok("RunPodSandbox", self.runtime().run_pod_sandbox(req))
+            .pod_sandbox_id;
+        Pod { id, config }
+    }
+
+    /// A pod of `name` with `network`, running.
+    pub fn new_pod(&self, name: &str, network: NamespaceMode) -> Pod {
+        self.run_pod(self.pod_config(name, network))
+    }
+
+    /// StopPodSandbox and RemovePodSandbox, as kubelet ends a pod.
+    pub fn remove_pod(&self, pod: &Pod) {
+        if let Err(e) = self.end_pod(&pod.id) {
+            panic!("{e}\n{}", self.log_tail());
+        }
+    }
+
+    /// StopPodSandbox and RemovePodSandbox of pod `id`, never panicking.
+    fn end_pod(&self, id: &str) -> Result<(), String> {
+        let hung = |what: &str| format!("{what} hung");
+        let stop = api::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        };
+        self.call_within(self.runtime().stop_pod_sandbox(stop))
+            .ok_or_else(|| hung("StopPodSandbox"))?
+            .map_err(|e| format!("StopPodSandbox: {e:?}"))?;
+        let remove = api::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        };
+        self.call_within(self.runtime().remove_pod_sandbox(remove))
+            .ok_or_else(|| hung("RemovePodSandbox"))?
+            .map_err(|e| format!("RemovePodSandbox: {e:?}"))?;
+        Ok(())
+    }
+
+    /// CreateContainer in `pod`.
+    pub fn create(&self, pod: &Pod, config: ContainerConfig) -> String {
+        let req = api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        self.ok("CreateContainer", self.runtime().create_container(req))
+            .container_id
+    }
+
+    /// CreateContainer and StartContainer.
+    pub fn run(&self, pod: &Pod, config: ContainerConfig) -> String {
+        let id = self.create(pod, config);
+        let req = api::StartContainerRequest {
+            container_id: id.clone(),
+        };
+        self.ok("StartContainer", self.runtime().start_container(req));
+        id
+    }
+
+    pub fn status(&self, id: &str) -> ContainerStatus {
+        let req = api::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        };
+        self.ok("ContainerStatus", self.runtime().container_status(req))
+            .status
+            .expect("a status")
+    }
+
+    /// Polls ContainerStatus until the container is in `state`.
+    pub fn wait_state(&self, id: &str, state: ContainerState) -> ContainerStatus {
+        let mut status = None;
+        wait_for(
+            &format!("container {id} to be {state:?}"),
+            Duration::from_secs(30),
+            || {
+                let now = self.status(id);
+                let done = now.state == state as i32;
+                status = Some(now);
+                done
+            },
+        );
+        status.unwrap()
+    }
+
+    /// StopContainer with a grace period of `timeout` seconds.
+    pub fn stop(&self, id: &str, timeout: i64) {
+        let req = api::StopContainerRequest {
+            container_id: id.into(),
+            timeout,
+        };
+        self.ok("StopContainer", self.runtime().stop_container(req));
+    }
+
+    /// ExecSync of `cmd` in container `id`, with a 10 s timeout.
+    pub fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[&str],
+    ) -> Result<api::ExecSyncResponse, tonic::Status> {
+        let req = api::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        };
+        self.call(self.runtime().exec_sync(req))
+    }
+
+    /// Exec of `cmd` in container `id` (stdout and stderr, no tty): the
+    /// URL of the CRI's streaming server that runs it.
+    pub fn exec_url(&self, id: &str, cmd: &[&str]) -> String {
+        let req = api::ExecRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        self.ok("Exec", self.runtime().exec(req)).url
+    }
+
+    /// The cgroup directory of container `id` in hierarchy `controller`
+    /// (cgroup v1) or in the unified hierarchy (v2).
+    pub fn cgroup(&self, controller: &str, id: &str) -> PathBuf {
+        let root = Path::new("/sys/fs/cgroup");
+        let root = match cgroup_v2() {
+            true => root.to_path_buf(),
+            false => root.join(controller),
+        };
+        root.join(&self.name).join(id)
+    }
+
+    /// Waits until nothing of the fixture's pods is left: no shim of this
+    /// containerd, no cgroup below the fixture's cgroup parent.
+    pub fn assert_clean(&self) {
+        wait_for("the shims to exit", Duration::from_secs(10), || {
+            super::shim_pids(self.dir()).is_empty()
+        });
+        wait_for("the cgroups to go", Duration::from_secs(10), || {
+            cgroup_roots().iter().all(|root| {
+                let mut dirs = vec![];
+                collect_dirs(&root.join(&self.name), &mut dirs);
+                dirs.len() <= 1
+            })
+        });
+    }
+
+    /// Best effort, never failing: every pod still there stopped and
+    /// removed.
+    fn remove_all_pods(&self) {
+        let list = api::ListPodSandboxRequest::default();
+        if let Some(Ok(pods)) = self.call_within(self.runtime().list_pod_sandbox(list)) {
+            for pod in pods.items {
+                let _ = self.end_pod(&pod.id);
+            }
+        }
+    }
+}
+
+impl Drop for Cri {
+    fn drop(&mut self) {
+        self.remove_all_pods();
+        // containerd, the shims and their children go first, so that the
+        // cgroups they were in can be removed.
+        drop(self.ctrd.take());
+        remove_cgroup_parent(&self.name);
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The CRI part of the containerd config, for containerd's major version;
+/// `dir` is the fixture's directory, where the CNI config goes.
+fn cri_config(dir: &Path) -> String {
+    let cni_dir = dir.join("cni");
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    write_cni_config(&cni_dir, &name, &dir.join("cni-ipam"));
+    let pause = test_images::reference("pause");
+    // The handlers and CNI, in the plugin that holds them in each version.
+    let handlers = |plugin: &str, bin_dir: &str| {
+        format!(
+            "[{plugin}.containerd.runtimes.wasmtime]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n\
+             [{plugin}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+             [{plugin}.cni]\n  {bin_dir}\n  conf_dir = \"{}\"\n",
+            cni_dir.display()
+        )
+    };
+    match containerd_major() {
+        1 => {
+            let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
+            format!(
+                "[{cri}]\n  sandbox_image = \"{pause}\"\n  restrict_oom_score_adj = true\n\
+                 [{cri}.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = \"runc\"\n{}",
+                handlers(cri, &format!("bin_dir = \"{CNI_BIN_DIR}\""))
+            )
+        }
+        // 2.x splits the CRI: the images (and the pinned sandbox image)
+        // have a plugin of their own. NRI, on by default there, gets a
+        // socket of the fixture's own.
+        _ => {
+            let images = "plugins.'io.containerd.cri.v1.images'";
+            let runtime = "plugins.'io.containerd.cri.v1.runtime'";
+            format!(
+                "[{images}]\n  snapshotter = \"overlayfs\"\n\
+                 [{images}.pinned_images]\n  sandbox = \"{pause}\"\n\
+                 [{runtime}]\n  restrict_oom_score_adj = true\n\
+                 [{runtime}.containerd]\n  default_runtime_name = \"runc\"\n{}\
+                 [plugins.'io.containerd.nri.v1.nri']\n  socket_path = \"{}/nri.sock\"\n",
+                handlers(runtime, &format!("bin_dirs = [\"{CNI_BIN_DIR}\"]")),
+                dir.display()
+            )
+        }
+    }
+}
+
+/// A node's containerd config (`config default` plus the installer's
+/// lines) made to run as a fixture in `dir`: its root, state, sockets, NRI
+/// socket and CNI config move into `dir`, CNI's plugins are Debian's, and
+/// oom_score_adj is restricted, since root on these machines may not
+/// lower it. Everything else stays as the node would have it.
+pub fn fit_to_fixture(config: &str, dir: &Path) -> String {
+    let cni_dir = dir.join("cni");
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    write_cni_config(&cni_dir, &name, &dir.join("cni-ipam"));
+    let d = dir.display();
+    config
+        .replace(
+            "/run/containerd/containerd.sock",
+            &format!("{d}/containerd.sock"),
+        )
+        .replace("/var/lib/containerd", &format!("{d}/root"))
+        .replace("/run/containerd", &format!("{d}/state"))
+        .replace("/var/run/nri/nri.sock", &format!("{d}/nri.sock"))
+        .replace("/etc/cni/net.d", &cni_dir.to_string_lossy())
+        .replace("/opt/cni/bin", CNI_BIN_DIR)
+        .replace(
+            "restrict_oom_score_adj = false",
+            "restrict_oom_score_adj = true",
+        )
+}
+
+/// A CNI config for pods with a network of their own. The CRI wants an
+/// address on the pod's `eth0` (a loopback-only config fails RunPodSandbox
+/// with "failed to find network info for sandbox"), so: a bridge of the
+/// fixture's own, without an address on the host (no route, no forwarding
+/// turned on), and host-local addresses kept in the fixture's directory.
+fn write_cni_config(conf_dir: &Path, bridge: &str, ipam_dir: &Path) {
+    std::fs::create_dir_all(conf_dir).unwrap();
+    let config = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": bridge,
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge,
+            "ipam": {
+                "type": "host-local",
+                "subnet": "198.18.0.0/24",
+                "dataDir": ipam_dir,
+            },
+        }],
+    });
+    std::fs::write(conf_dir.join("10-cri-e2e.conflist"), config.to_string()).unwrap();
+}
+
+pub fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The roots of the cgroup hierarchies: the unified one (v2) or one per
+/// controller (v1).
+fn cgroup_roots() -> Vec<PathBuf> {
+    match cgroup_v2() {
+        true => vec![PathBuf::from("/sys/fs/cgroup")],
+        false => std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect(),
+    }
+}
+
+/// Removes the cgroup parent `/<name>` (kubelet's job for a pod's cgroup)
+/// in every hierarchy, deepest directories first.
+fn remove_cgroup_parent(name: &str) {
+    for root in cgroup_roots() {
+        let parent = root.join(name);
+        let mut dirs = vec![];
+        collect_dirs(&parent, &mut dirs);
+        for dir in dirs.iter().rev() {
+            // Killed processes may take a moment to leave their cgroup.
+            for _ in 0..20 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// `dir` and the directories below it, parents before children.
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    out.push(dir.to_path_buf());
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_dirs(&entry.path(), out);
+        }
+    }
+}
+
+/// A tonic channel over containerd's unix socket.
+async fn connect(socket: PathBuf) -> Result<Channel, tonic::transport::Error> {
+    // The URI is required but unused: the connector dials the socket.
+    Endpoint::from_static("http://[::]:0")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+}
+
+pub fn image_spec(name: &str) -> ImageSpec {
+    ImageSpec {
+        image: test_images::reference(name),
+        ..Default::default()
+    }
+}
+
+impl Pod {
+    /// A container config of test image `image` named `name`, its args
+    /// after the image's entrypoint, logging to `<name>.log` in the pod's
+    /// log directory, with the pod's namespace options (kubelet repeats
+    /// them for each container; without them the CRI shares the pod's PID
+    /// namespace).
+    pub fn container(&self, name: &str, image: &str, args: &[&str]) -> ContainerConfig {
+        let linux = self.config.linux.as_ref();
+        let namespace_options = linux
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(image_spec(image)),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            linux: Some(api::LinuxContainerConfig {
+                security_context: Some(api::LinuxContainerSecurityContext {
+                    namespace_options,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The CRI log of container `name` of `pod`.
+pub fn container_log(pod: &Pod, name: &str) -> String {
+    let path = Path::new(&pod.config.log_directory).join(format!("{name}.log"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The content of the CRI log lines of `stream` ("stdout" or "stderr"),
+/// each checked to be `<RFC 3339 time> <stream> F <content>`.
+pub fn log_lines(log: &str, stream: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for line in log.lines() {
+        let fields: Vec<&str> = line.splitn(4, ' ').collect();
+        assert!(
+            fields.len() == 4 && is_rfc3339(fields[0]) && fields[2] == "F",
+            "not a CRI log line: {line:?}"
+        );
+        if fields[1] == stream {
+            lines.push(fields[3].to_string());
+        }
+    }
+    lines
+}
+
+/// `2006-01-02T15:04:05.999999999Z07:00`, as CRI logs stamp lines.
+fn is_rfc3339(time: &str) -> bool {
+    let b = time.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let zone = time.ends_with('Z')
+        || time
+            .get(time.len().saturating_sub(6)..)
+            .is_some_and(|z| z.as_bytes()[0] == b'+' || z.as_bytes()[0] == b'-');
+    digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && digits(5..7)
+        && b.get(7) == Some(&b'-')
+        && digits(8..10)
+        && b.get(10) == Some(&b'T')
+        && digits(11..13)
+        && digits(14..16)
+        && digits(17..19)
+        && zone
+}
+
+/// What an Exec through the CRI's streaming server produced.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    pub stdout: String,
+    pub stderr: String,
+    /// The v4 channel protocol's status: a Kubernetes `Status` object.
+    pub status: serde_json::Value,
+}
+
+/// Drives an Exec URL as `kubectl exec` does over WebSocket, with the
+/// `v4.channel.k8s.io` protocol: each binary message is a channel byte
+/// (1 stdout, 2 stderr, 3 the final status) and data. No stdin is sent.
+pub fn stream_exec(url: &str) -> Streamed {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut socket = std::net::TcpStream::connect(host).unwrap();
+    socket.set_read_timeout(Some(CALL_LIMIT)).unwrap();
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: Y3JpLWUyZS10ZXN0LWtleQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(socket);
+    let mut head = String::new();
+    while reader.read_line(&mut head).unwrap() > 2 && !head.ends_with("\r\n\r\n") {}
+    assert!(
+        head.starts_with("HTTP/1.1 101"),
+        "no websocket upgrade: {head}"
+    );
+    let mut out = Streamed::default();
+    while let Some((opcode, payload)) = read_frame(&mut reader) {
+        if opcode == 8 {
+            break;
+        }
+        let Some((channel, data)) = payload.split_first() else {
+            continue;
+        };
+        let data = String::from_utf8_lossy(data);
+        match channel {
+            1 => out.stdout += &data,
+            2 => out.stderr += &data,
+            3 if !data.is_empty() => out.status = serde_json::from_str(&data).unwrap(),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One unfragmented WebSocket frame from the server (unmasked): its
+/// opcode and payload, or `None` at the end of the connection.
+fn read_frame(reader: &mut impl Read) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    reader.read_exact(&mut head).ok()?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            reader.read_exact(&mut n).ok()?;
+            u16::from_be_bytes(n) as usize
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            reader.read_exact(&mut n).ok()?;
+            u64::from_be_bytes(n) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).ok()?;
+    Some((head[0] & 0x0f, payload))
+}
+
+/// The exit code a v4 Exec status reports: 0 for Success, else the
+/// `ExitCode` cause of a NonZeroExitCode failure.
+pub fn streamed_exit_code(status: &serde_json::Value) -> Option<i32> {
+    if status["status"] == "Success" {
+        return Some(0);
+    }
+    status["details"]["causes"]
+        .as_array()?
+        .iter()
+        .find(|c| c["reason"] == "ExitCode")?["message"]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// The sum of the proportional set sizes of `pids`, in KiB.
+pub fn pss_kib(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .flat_map(|rollup| {
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum()
+}

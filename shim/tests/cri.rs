@@ -1,0 +1,469 @@
+//! End-to-end tests through the CRI: a private containerd with its CRI
+//! plugin, driven as kubelet drives it (RunPodSandbox under the `wasmtime`
+//! handler, CreateContainer, StartContainer, ContainerStatus, ExecSync,
+//! Exec, stats, updates, StopPodSandbox, RemovePodSandbox). Each test
+//! starts its own containerd and checks that its pods leave nothing
+//! behind: no shim process, no cgroup.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cri::api::{
+    self, ContainerConfig, ContainerState, LinuxContainerResources, NamespaceMode,
+};
+use common::cri::{Cri, Pod, container_log, cri, log_lines};
+use common::{children_of, shim_pids, wait_for};
+
+/// What the shim answers an exec into a Wasm container.
+const WASM_EXEC_REFUSED: &str = "exec is not supported for Wasm containers";
+
+/// Runs `config` in `pod` and waits until it has exited.
+fn run_to_exit(cri: &Cri, pod: &Pod, config: ContainerConfig) -> api::ContainerStatus {
+    let id = cri.run(pod, config);
+    cri.wait_state(&id, ContainerState::ContainerExited)
+}
+
+/// Removes `pod` as kubelet does and checks that nothing of it is left.
+fn finish(cri: &Cri, pod: &Pod) {
+    cri.remove_pod(pod);
+    cri.assert_clean();
+}
+
+/// `config` with `resources` as its Linux resources.
+fn with_resources(
+    mut config: ContainerConfig,
+    resources: LinuxContainerResources,
+) -> ContainerConfig {
+    config.linux.get_or_insert_default().resources = Some(resources);
+    config
+}
+
+/// `config` running `command` instead of the image's entrypoint.
+fn with_command(mut config: ContainerConfig, command: &[&str]) -> ContainerConfig {
+    config.command = command.iter().map(|s| s.to_string()).collect();
+    config
+}
+
+#[test]
+fn wasm_pods_on_the_host_network_and_their_own_complete_with_cri_logs() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["hello"]);
+    // The host's network, or one of the pod's own with an address from CNI.
+    for (name, network, ip) in [
+        ("host-net", NamespaceMode::Node, ""),
+        ("pod-net", NamespaceMode::Pod, "198.18.0."),
+    ] {
+        let pod = cri.new_pod(name, network);
+        let req = api::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id.clone(),
+            verbose: false,
+        };
+        let status = cri.ok("PodSandboxStatus", cri.runtime().pod_sandbox_status(req));
+        let pod_ip = status.status.and_then(|s| s.network).map(|n| n.ip);
+        assert!(
+            pod_ip
+                .as_deref()
+                .is_some_and(|a| a.starts_with(ip) && (ip.is_empty() == a.is_empty())),
+            "{name}: {pod_ip:?}"
+        );
+        let status = run_to_exit(&cri, &pod, pod.container("hello", "hello", &[]));
+        assert_eq!(
+            (status.exit_code, status.reason.as_str()),
+            (0, "Completed"),
+            "{status:?}"
+        );
+        assert!(
+            status.started_at > 0 && status.finished_at >= status.started_at,
+            "{status:?}"
+        );
+        let log = container_log(&pod, "hello");
+        assert_eq!(log_lines(&log, "stdout"), ["hello from wasm"], "{log}");
+        finish(&cri, &pod);
+    }
+}
+
+#[test]
+fn a_wasm_exit_code_is_the_container_exit_code() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["exit"]);
+    let pod = cri.new_pod("exit", NamespaceMode::Node);
+    let status = run_to_exit(&cri, &pod, pod.container("exit", "exit", &["42"]));
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (42, "Error"),
+        "{status:?}"
+    );
+    finish(&cri, &pod);
+}
+
+#[test]
+fn a_native_sidecar_takes_exec_and_a_wasm_container_refuses_it() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["sleep", "busybox"]);
+    let pod = cri.new_pod("sidecar", NamespaceMode::Pod);
+    let wasm = cri.run(&pod, pod.container("wasm", "sleep", &[]));
+    let sleep = ["/bin/busybox", "sleep", "1000"];
+    let sidecar = cri.run(
+        &pod,
+        with_command(pod.container("sidecar", "busybox", &[]), &sleep),
+    );
+    for id in [&wasm, &sidecar] {
+        cri.wait_state(id, ContainerState::ContainerRunning);
+    }
+
+    let script = ["/bin/busybox", "sh", "-c", "echo hi; echo oops >&2; exit 3"];
+    let out = cri
+        .exec_sync(&sidecar, &script)
+        .unwrap_or_else(|e| panic!("ExecSync: {e:?}\n{}", cri.log_tail()));
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code),
+        (&b"hi\n"[..], &b"oops\n"[..], 3)
+    );
+    // The exec joins the sidecar's namespaces: the pod's UTS namespace and
+    // the sidecar's own PID namespace, whose PID 1 is its sleep.
+    let exec_out = |cmd: &[&str]| cri.exec_sync(&sidecar, cmd).unwrap().stdout;
+    assert_eq!(exec_out(&["/bin/busybox", "hostname"]), b"sidecar\n");
+    assert_eq!(
+        exec_out(&["/bin/busybox", "cat", "/proc/1/cmdline"]),
+        b"/bin/busybox\x00sleep\x001000\x00"
+    );
+
+    let refused = cri.exec_sync(&wasm, &["/sleep.wasm"]).unwrap_err();
+    assert!(refused.message().contains(WASM_EXEC_REFUSED), "{refused:?}");
+
+    // The streaming Exec, driven as `kubectl exec` drives it.
+    let streamed = common::cri::stream_exec(&cri.exec_url(&sidecar, &script));
+    assert_eq!(
+        (streamed.stdout.as_str(), streamed.stderr.as_str()),
+        ("hi\n", "oops\n"),
+        "{streamed:?}"
+    );
+    assert_eq!(
+        common::cri::streamed_exit_code(&streamed.status),
+        Some(3),
+        "{streamed:?}"
+    );
+    let streamed = common::cri::stream_exec(&cri.exec_url(&wasm, &["/sleep.wasm"]));
+    assert!(
+        streamed.status.to_string().contains(WASM_EXEC_REFUSED),
+        "{streamed:?}"
+    );
+    finish(&cri, &pod);
+}
+
+#[test]
+fn twenty_wasm_containers_of_a_pod_share_one_shim() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["sleep"]);
+    let pod = cri.new_pod("dense", NamespaceMode::Node);
+    let run = |i: usize| cri.run(&pod, pod.container(&format!("sleep-{i}"), "sleep", &[]));
+    let first = run(0);
+    cri.wait_state(&first, ContainerState::ContainerRunning);
+    let shim = one_shim(&cri);
+    let one = common::cri::pss_kib(&shim_and_children(shim));
+
+    let start = Instant::now();
+    let ids: Vec<String> = (1..20).map(run).collect();
+    for id in &ids {
+        cri.wait_state(id, ContainerState::ContainerRunning);
+    }
+    let started = start.elapsed();
+    assert_eq!(one_shim(&cri), shim);
+    let children = children_of(shim);
+    let wasm = children.iter().filter(|pid| is_wasm_child(**pid)).count();
+    assert_eq!(
+        (children.len(), wasm),
+        (21, 20),
+        "the shim's children: 20 Wasm and the pause container"
+    );
+    let twenty = common::cri::pss_kib(&shim_and_children(shim));
+    eprintln!(
+        "PSS of the pod's shim and children: {:.1} MB with 1 Wasm container, {:.1} MB with 20 \
+         ({:.2} MB per additional container); 19 more started in {started:?}",
+        one as f64 / 1024.0,
+        twenty as f64 / 1024.0,
+        (twenty - one) as f64 / 1024.0 / 19.0,
+    );
+    finish(&cri, &pod);
+}
+
+/// The one shim of this containerd.
+fn one_shim(cri: &Cri) -> i32 {
+    let shims = shim_pids(cri.dir());
+    assert_eq!(shims.len(), 1, "shims: {shims:?}");
+    shims[0]
+}
+
+fn shim_and_children(shim: i32) -> Vec<i32> {
+    let mut pids = children_of(shim);
+    pids.push(shim);
+    pids
+}
+
+/// Whether `pid` is the shim's `__child` running a Wasm guest (a native
+/// container's child has exec'd its program).
+fn is_wasm_child(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .any(|arg| arg == b"__child")
+}
+
+#[test]
+fn a_native_container_past_its_memory_limit_is_oom_killed() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["probe"]);
+    let pod = cri.new_pod("oom", NamespaceMode::Node);
+    let limit = LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    };
+    let alloc = with_resources(pod.container("alloc", "probe", &["alloc", "512"]), limit);
+    let id = cri.run(&pod, alloc);
+    cri.wait_state(&id, ContainerState::ContainerExited);
+    // The reason comes with the OOM event, which may trail the exit.
+    let mut status = None;
+    wait_for("the reason OOMKilled", Duration::from_secs(5), || {
+        let now = cri.status(&id);
+        let done = now.reason == "OOMKilled";
+        status = Some(now);
+        done
+    });
+    assert_eq!(status.unwrap().exit_code, 137);
+    finish(&cri, &pod);
+}
+
+#[test]
+fn stop_container_ends_a_sleeping_wasm_guest_at_once() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["sleep"]);
+    let pod = cri.new_pod("stop", NamespaceMode::Node);
+    let id = cri.run(&pod, pod.container("sleep", "sleep", &[]));
+    cri.wait_state(&id, ContainerState::ContainerRunning);
+    let start = Instant::now();
+    cri.stop(&id, 10);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "StopContainer took {took:?}");
+    let status = cri.status(&id);
+    assert_eq!(
+        (status.state, status.exit_code, status.reason.as_str()),
+        (ContainerState::ContainerExited as i32, 143, "Error"),
+        "{status:?}"
+    );
+    finish(&cri, &pod);
+}
+
+#[test]
+fn stats_of_a_running_wasm_container_and_an_update_of_its_resources() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["sleep"]);
+    let pod = cri.new_pod("stats", NamespaceMode::Node);
+    let limit = LinuxContainerResources {
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    };
+    let id = cri.run(
+        &pod,
+        with_resources(pod.container("sleep", "sleep", &[]), limit),
+    );
+    cri.wait_state(&id, ContainerState::ContainerRunning);
+
+    let req = api::ContainerStatsRequest {
+        container_id: id.clone(),
+    };
+    let stats = cri.ok("ContainerStats", cri.runtime().container_stats(req));
+    assert_used(&stats.stats.expect("stats"));
+    let req = api::ListContainerStatsRequest {
+        filter: Some(api::ContainerStatsFilter {
+            pod_sandbox_id: pod.id.clone(),
+            ..Default::default()
+        }),
+    };
+    let list = cri.ok(
+        "ListContainerStats",
+        cri.runtime().list_container_stats(req),
+    );
+    let listed = list
+        .stats
+        .iter()
+        .find(|s| s.attributes.as_ref().is_some_and(|a| a.id == id))
+        .unwrap_or_else(|| panic!("{id} not in {list:?}"));
+    assert_used(listed);
+
+    let req = api::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    cri.ok(
+        "UpdateContainerResources",
+        cri.runtime().update_container_resources(req),
+    );
+    let read = |controller: &str, file: &str| {
+        let path = cri.cgroup(controller, &id).join(file);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_string()
+    };
+    match common::cri::cgroup_v2() {
+        false => assert_eq!(
+            [
+                read("memory", "memory.limit_in_bytes"),
+                read("cpu", "cpu.shares"),
+                read("cpu", "cpu.cfs_quota_us"),
+            ],
+            ["134217728", "512", "50000"]
+        ),
+        // runc's conversion of 512 shares to a weight gives 20.
+        true => assert_eq!(
+            [
+                read("", "memory.max"),
+                read("", "cpu.weight"),
+                read("", "cpu.max"),
+            ],
+            ["134217728", "20", "50000 100000"]
+        ),
+    }
+    assert_eq!(
+        cri.status(&id).state,
+        ContainerState::ContainerRunning as i32
+    );
+    finish(&cri, &pod);
+}
+
+/// Stats with CPU time used and memory in its working set.
+fn assert_used(stats: &api::ContainerStats) {
+    let cpu = stats
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map_or(0, |v| v.value);
+    let memory = stats
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map_or(0, |v| v.value);
+    assert!(cpu > 0 && memory > 0, "{stats:?}");
+}
+
+/// A pod that shares its process namespace (`shareProcessNamespace`):
+/// every container enters the pause container's PID namespace by the path
+/// the CRI names, Wasm and native alike.
+#[test]
+fn containers_of_a_pod_that_shares_its_pid_namespace_see_each_other() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["sleep", "busybox"]);
+    let mut config = cri.pod_config("shared-pid", NamespaceMode::Node);
+    let options = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+        .unwrap();
+    options.pid = NamespaceMode::Pod.into();
+    let pod = cri.run_pod(config);
+    let wasm = cri.run(&pod, pod.container("wasm", "sleep", &[]));
+    let sleep = ["/bin/busybox", "sleep", "1000"];
+    let sidecar = cri.run(
+        &pod,
+        with_command(pod.container("sidecar", "busybox", &[]), &sleep),
+    );
+    for id in [&wasm, &sidecar] {
+        cri.wait_state(id, ContainerState::ContainerRunning);
+    }
+    let list = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done";
+    let out = cri
+        .exec_sync(&sidecar, &["/bin/busybox", "sh", "-c", list])
+        .unwrap_or_else(|e| panic!("ExecSync: {e:?}\n{}", cri.log_tail()));
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let init = cri.exec_sync(&sidecar, &["/bin/busybox", "cat", "/proc/1/cmdline"]);
+    assert_eq!(init.unwrap().stdout, b"/pause\0", "{seen}");
+    assert!(
+        seen.contains("__child"),
+        "the Wasm container's process: {seen}"
+    );
+    assert!(seen.contains("sleep 1000"), "{seen}");
+    finish(&cri, &pod);
+}
+
+/// The node installer, run on this containerd's own default config, gives
+/// a config on which this containerd runs a Wasm pod. Only what makes a
+/// node config fit this test machine is changed after: the node's paths
+/// become the fixture's, and oom_score_adj is restricted (root here may
+/// not lower it).
+#[test]
+fn the_installer_makes_the_default_config_run_a_wasm_pod() {
+    if !common::can_run() {
+        return;
+    }
+    let node = tempfile::tempdir().unwrap();
+    let config = node.path().join("etc/containerd/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let default = std::process::Command::new(common::containerd_bin("containerd"))
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    assert!(default.status.success());
+    std::fs::write(&config, &default.stdout).unwrap();
+    let installer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/installer/install.sh"
+    );
+    let installed = std::process::Command::new(installer)
+        .arg("install")
+        .env("HOST_ROOT", node.path())
+        .env("SHIM_SOURCE", common::Containerd::built_shim())
+        .env("RESTART", "none")
+        .env("VERIFY", "no")
+        .output()
+        .unwrap();
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    assert!(
+        node.path()
+            .join("usr/local/bin/containerd-shim-wasmtime-v1")
+            .exists()
+    );
+    let patched = std::fs::read_to_string(&config).unwrap();
+    let sandbox_image = patched
+        .lines()
+        .map(str::trim)
+        .find_map(|l| {
+            let value = l
+                .strip_prefix("sandbox_image = ")
+                .or_else(|| l.strip_prefix("sandbox = "))?;
+            Some(value.trim_matches(|c| c == '"' || c == '\'').to_string())
+        })
+        .expect("the default config names a sandbox image");
+
+    let ctrd = common::Containerd::start_on_config("cri-installed", |dir| {
+        common::cri::fit_to_fixture(&patched, dir)
+    });
+    let cri = Cri::on(ctrd);
+    cri.import(&["pause", "hello"]);
+    let pause = common::image("pause");
+    let tagged = cri.ctrd().ctr_in(
+        common::cri::K8S_NAMESPACE,
+        &["images", "tag", &pause, &sandbox_image],
+    );
+    assert!(tagged.status.success(), "{tagged:?}");
+    let pod = cri.new_pod("installed", NamespaceMode::Node);
+    let status = run_to_exit(&cri, &pod, pod.container("hello", "hello", &[]));
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert_eq!(
+        log_lines(&container_log(&pod, "hello"), "stdout"),
+        ["hello from wasm"]
+    );
+    finish(&cri, &pod);
+}
