@@ -2,7 +2,9 @@
 #
 #   make run     installs containerd/runc if missing, builds, starts a private
 #                containerd under .dev/ and runs the hello module in it
-#   make test    unit tests and end-to-end tests against a real containerd
+#   make test    unit tests and end-to-end tests (ctr, CRI, Docker, the
+#                node installer) against containerd 1.6 (Debian's), 1.7
+#                and 2.1 (fetched into .dev/versions, not installed)
 
 CARGO      ?= cargo
 PREFIX     ?= /usr/local
@@ -13,22 +15,33 @@ IMAGES     := $(DEV)/images
 CTRD_DIR   := $(DEV)/containerd
 RUNTIME    := io.containerd.wasmtime.v1
 HELLO      := docker.io/wasmtime-shim-test/hello:latest
+VERSIONS   := $(DEV)/versions
+# The containerd releases the suites also run on, beside the system's 1.6.
+MATRIX     := 1.7.24 2.1.9
 
-.PHONY: all deps build install images run stop test lint bench clean
+.PHONY: all deps versions build install images run stop test lint bench clean
 
 all: build
 
 deps:
 	@scripts/deps.sh
 
+versions:
+	@scripts/containerd-versions.sh $(VERSIONS)
+
+# Every target of the workspace, tests included, in the one profile that
+# `make test` uses too: dependencies are built once, with the features the
+# tests also ask for, and `make test` after `make run` builds nothing more.
 build:
-	$(CARGO) build --release -p containerd-shim-wasmtime
+	$(CARGO) build --release --workspace --all-targets
 
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/containerd-shim-wasmtime-v1
 
-images:
-	$(CARGO) run --release -q -p test-images -- $(IMAGES)
+# The binary `make build` made (a `cargo run` would build it again with
+# the features of a non-test build).
+images: build
+	$(RELEASE)/test-images $(IMAGES)
 
 # With CONTAINERD_ADDRESS set, the demo uses that containerd, which finds
 # the shim on its PATH: the shim is installed into $(PREFIX)/bin first.
@@ -47,12 +60,21 @@ endif
 stop:
 	scripts/containerd.sh stop $(CTRD_DIR)
 
-test: deps
-	$(CARGO) test --workspace
+# The whole suite on the system containerd, then the end-to-end suites on
+# each other release of the matrix, then the installer on every release's
+# default config. REQUIRE_MATRIX makes a missing release a failure.
+test: deps versions build
+	REQUIRE_MATRIX=1 $(CARGO) test --release --workspace
+	@for v in $(MATRIX); do \
+	    echo "== end-to-end suites on containerd $$v"; \
+	    CONTAINERD_BIN_DIR=$(VERSIONS)/containerd-$$v/usr/bin REQUIRE_MATRIX=1 \
+	        $(CARGO) test --release -p containerd-shim-wasmtime --tests || exit 1; \
+	done
+	deploy/installer/test.sh $(VERSIONS)
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 bench: deps build images
 	scripts/bench.sh $(SHIM) $(IMAGES) $(DEV)/bench
