@@ -24,6 +24,22 @@ fn run_to_exit(cri: &Cri, pod: &Pod, config: ContainerConfig) -> api::ContainerS
     cri.wait_state(&id, ContainerState::ContainerExited)
 }
 
+/// Runs `config` in `pod` and waits until it runs.
+fn run_running(cri: &Cri, pod: &Pod, config: ContainerConfig) -> String {
+    let id = cri.run(pod, config);
+    cri.wait_state(&id, ContainerState::ContainerRunning);
+    id
+}
+
+/// A Wasm container that sleeps and a native busybox sidecar that sleeps
+/// in `pod`, both running: (Wasm, sidecar).
+fn wasm_and_sidecar(cri: &Cri, pod: &Pod) -> (String, String) {
+    let wasm = run_running(cri, pod, pod.container("wasm", "sleep", &[]));
+    let sleep = ["/bin/busybox", "sleep", "1000"];
+    let sidecar = with_command(pod.container("sidecar", "busybox", &[]), &sleep);
+    (wasm, run_running(cri, pod, sidecar))
+}
+
 /// Removes `pod` as kubelet does and checks that nothing of it is left.
 fn finish(cri: &Cri, pod: &Pod) {
     cri.remove_pod(pod);
@@ -102,15 +118,7 @@ fn a_native_sidecar_takes_exec_and_a_wasm_container_refuses_it() {
     let Some(cri) = cri() else { return };
     cri.import(&["sleep", "busybox"]);
     let pod = cri.new_pod("sidecar", NamespaceMode::Pod);
-    let wasm = cri.run(&pod, pod.container("wasm", "sleep", &[]));
-    let sleep = ["/bin/busybox", "sleep", "1000"];
-    let sidecar = cri.run(
-        &pod,
-        with_command(pod.container("sidecar", "busybox", &[]), &sleep),
-    );
-    for id in [&wasm, &sidecar] {
-        cri.wait_state(id, ContainerState::ContainerRunning);
-    }
+    let (wasm, sidecar) = wasm_and_sidecar(&cri, &pod);
 
     let script = ["/bin/busybox", "sh", "-c", "echo hi; echo oops >&2; exit 3"];
     let out = cri
@@ -158,8 +166,7 @@ fn twenty_wasm_containers_of_a_pod_share_one_shim() {
     cri.import(&["sleep"]);
     let pod = cri.new_pod("dense", NamespaceMode::Node);
     let run = |i: usize| cri.run(&pod, pod.container(&format!("sleep-{i}"), "sleep", &[]));
-    let first = run(0);
-    cri.wait_state(&first, ContainerState::ContainerRunning);
+    run_running(&cri, &pod, pod.container("sleep-0", "sleep", &[]));
     let shim = one_shim(&cri);
     let one = common::cri::pss_kib(&shim_and_children(shim));
 
@@ -239,8 +246,7 @@ fn stop_container_ends_a_sleeping_wasm_guest_at_once() {
     let Some(cri) = cri() else { return };
     cri.import(&["sleep"]);
     let pod = cri.new_pod("stop", NamespaceMode::Node);
-    let id = cri.run(&pod, pod.container("sleep", "sleep", &[]));
-    cri.wait_state(&id, ContainerState::ContainerRunning);
+    let id = run_running(&cri, &pod, pod.container("sleep", "sleep", &[]));
     let start = Instant::now();
     cri.stop(&id, 10);
     let took = start.elapsed();
@@ -263,11 +269,11 @@ fn stats_of_a_running_wasm_container_and_an_update_of_its_resources() {
         memory_limit_in_bytes: 256 << 20,
         ..Default::default()
     };
-    let id = cri.run(
+    let id = run_running(
+        &cri,
         &pod,
         with_resources(pod.container("sleep", "sleep", &[]), limit),
     );
-    cri.wait_state(&id, ContainerState::ContainerRunning);
 
     let req = api::ContainerStatsRequest {
         container_id: id.clone(),
@@ -370,15 +376,7 @@ fn containers_of_a_pod_that_shares_its_pid_namespace_see_each_other() {
         .unwrap();
     options.pid = NamespaceMode::Pod.into();
     let pod = cri.run_pod(config);
-    let wasm = cri.run(&pod, pod.container("wasm", "sleep", &[]));
-    let sleep = ["/bin/busybox", "sleep", "1000"];
-    let sidecar = cri.run(
-        &pod,
-        with_command(pod.container("sidecar", "busybox", &[]), &sleep),
-    );
-    for id in [&wasm, &sidecar] {
-        cri.wait_state(id, ContainerState::ContainerRunning);
-    }
+    let (_wasm, sidecar) = wasm_and_sidecar(&cri, &pod);
     let list = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done";
     let out = cri
         .exec_sync(&sidecar, &["/bin/busybox", "sh", "-c", list])

@@ -4,6 +4,7 @@
 //! task, from Created on. Only native containers take execs: a Wasm
 //! guest is one instance in one process, with no program to exec.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use containerd_shim::api;
@@ -11,12 +12,11 @@ use containerd_shim::protos::events::task::{TaskExecAdded, TaskExecStarted, Task
 use containerd_shim::protos::topics;
 use containerd_shim::protos::types::task::Status as ApiStatus;
 use executor::protocol::Workload;
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use super::lifecycle::{Event, Exit, Status, next};
-use super::service::{RpcResult, Service, not_found, timestamp};
+use super::service::{RpcResult, Service, TaskEntry, not_found, timestamp};
 use crate::errors::Fail;
 use crate::stdio::StdinHold;
 
@@ -53,6 +53,24 @@ fn name(id: &str, exec_id: &str) -> String {
 
 fn exec_not_found(id: &str, exec_id: &str) -> Fail {
     Fail::not_found(format!("exec {exec_id} not found in task {id}"))
+}
+
+type Table = HashMap<String, TaskEntry>;
+
+/// Exec `exec_id` of task `id`, or NotFound naming what is missing.
+fn exec_in<'a>(tasks: &'a Table, id: &str, exec_id: &str) -> RpcResult<&'a ExecEntry> {
+    let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+    task.execs
+        .get(exec_id)
+        .ok_or_else(|| exec_not_found(id, exec_id))
+}
+
+/// As [`exec_in`], to change it.
+fn exec_in_mut<'a>(tasks: &'a mut Table, id: &str, exec_id: &str) -> RpcResult<&'a mut ExecEntry> {
+    let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
+    task.execs
+        .get_mut(exec_id)
+        .ok_or_else(|| exec_not_found(id, exec_id))
 }
 
 impl Service {
@@ -183,7 +201,7 @@ impl Service {
     async fn on_exec_exit(&self, id: &str, exec_id: &str, code: u32) {
         let at = SystemTime::now();
         let mut tasks = self.table().await;
-        let Some(exec) = tasks.get_mut(id).and_then(|t| t.execs.get_mut(exec_id)) else {
+        let Ok(exec) = exec_in_mut(&mut tasks, id, exec_id) else {
             return;
         };
         exec.status.send_replace(Status::Stopped(Exit { code, at }));
@@ -206,45 +224,21 @@ impl Service {
     pub async fn kill_exec(&self, req: &api::KillRequest) -> RpcResult<()> {
         let (id, exec_id) = (&req.id, &req.exec_id);
         let tasks = self.table().await;
-        let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-        let exec = task
-            .execs
-            .get(exec_id)
-            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        let exec = exec_in(&tasks, id, exec_id)?;
         next(&name(id, exec_id), exec.status(), Event::Signal)?;
-        let signal = Signal::try_from(req.signal as i32).map_err(|_| {
-            Fail::invalid(format!(
-                "exec {exec_id} in task {id}: unknown signal {}",
-                req.signal
-            ))
-        })?;
         let Some(pid) = exec.pid else {
             return Err(Fail::precondition(format!(
                 "exec {exec_id} in task {id} has not started"
             )));
         };
-        log::info!("exec {exec_id} in task {id}: sending {signal}");
-        match self.0.reaper.signal(pid, signal) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Fail::not_found(format!(
-                "exec {exec_id} in task {id}: process already finished"
-            ))),
-            Err(e) => Err(Fail::internal(format!(
-                "exec {exec_id} in task {id}: kill {pid}: {e}"
-            ))),
-        }
+        self.send_signal(&format!("exec {exec_id} in task {id}"), pid, req.signal)
+            .map(drop)
     }
 
     pub async fn wait_exec(&self, id: &str, exec_id: &str) -> RpcResult<api::WaitResponse> {
-        let mut status = {
-            let tasks = self.table().await;
-            let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-            task.execs
-                .get(exec_id)
-                .ok_or_else(|| exec_not_found(id, exec_id))?
-                .status
-                .subscribe()
-        };
+        let mut status = exec_in(&*self.table().await, id, exec_id)?
+            .status
+            .subscribe();
         let exit = status
             .wait_for(|s| s.exit().is_some())
             .await
@@ -286,11 +280,8 @@ impl Service {
 
     pub async fn state_of_exec(&self, id: &str, exec_id: &str) -> RpcResult<api::StateResponse> {
         let tasks = self.table().await;
-        let task = tasks.get(id).ok_or_else(|| not_found(id))?;
-        let exec = task
-            .execs
-            .get(exec_id)
-            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        let exec = exec_in(&tasks, id, exec_id)?;
+        let bundle = &tasks.get(id).ok_or_else(|| not_found(id))?.bundle;
         let status = match exec.status() {
             Status::Created => ApiStatus::CREATED,
             Status::Running => ApiStatus::RUNNING,
@@ -300,7 +291,7 @@ impl Service {
         Ok(api::StateResponse {
             id: exec_id.to_string(),
             exec_id: exec_id.to_string(),
-            bundle: task.bundle.to_string_lossy().into_owned(),
+            bundle: bundle.to_string_lossy().into_owned(),
             pid: exec.pid.map_or(0, |p| p.as_raw() as u32),
             status: status.into(),
             stdin: exec.stdio[0].clone(),
@@ -314,11 +305,7 @@ impl Service {
 
     pub async fn close_exec_stdin(&self, req: &api::CloseIORequest) -> RpcResult<()> {
         let mut tasks = self.table().await;
-        let task = tasks.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
-        let exec = task
-            .execs
-            .get_mut(&req.exec_id)
-            .ok_or_else(|| exec_not_found(&req.id, &req.exec_id))?;
+        let exec = exec_in_mut(&mut tasks, &req.id, &req.exec_id)?;
         if req.stdin {
             exec.stdin_hold = None;
         }

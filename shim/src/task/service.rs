@@ -321,31 +321,27 @@ impl Service {
         let tasks = self.table().await;
         let task = tasks.get(&req.id).ok_or_else(|| not_found(&req.id))?;
         let live = task.live(&req.id, Event::Signal)?;
-        let signal = Signal::try_from(req.signal as i32).map_err(|_| {
-            Fail::invalid(format!("task {}: unknown signal {}", req.id, req.signal))
-        })?;
-        log::info!("task {}: sending {signal}", req.id);
-        match self.0.reaper.signal(live.pid, signal) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(Fail::not_found(format!(
-                    "task {}: process already finished",
-                    req.id
-                )));
-            }
-            Err(e) => {
-                return Err(Fail::internal(format!(
-                    "task {}: kill {}: {e}",
-                    req.id, live.pid
-                )));
-            }
-        }
+        let what = format!("task {}", req.id);
+        let signal = self.send_signal(&what, live.pid, req.signal)?;
         // A frozen process does not die until it is thawed; as runc does,
         // a SIGKILL to a paused task thaws it so that it ends now.
         if signal == Signal::SIGKILL && task.status() == Status::Paused {
             super::cgroup_rpcs::thaw_for_kill(&req.id, live);
         }
         Ok(())
+    }
+
+    /// Sends signal number `number` to child `pid` (`what` names it in
+    /// errors): NotFound once it has finished, as containerd expects.
+    pub(super) fn send_signal(&self, what: &str, pid: Pid, number: u32) -> RpcResult<Signal> {
+        let signal = Signal::try_from(number as i32)
+            .map_err(|_| Fail::invalid(format!("{what}: unknown signal {number}")))?;
+        log::info!("{what}: sending {signal}");
+        match self.0.reaper.signal(pid, signal) {
+            Ok(true) => Ok(signal),
+            Ok(false) => Err(Fail::not_found(format!("{what}: process already finished"))),
+            Err(e) => Err(Fail::internal(format!("{what}: kill {pid}: {e}"))),
+        }
     }
 
     pub async fn delete_task(&self, id: &str) -> RpcResult<api::DeleteResponse> {
