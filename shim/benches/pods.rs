@@ -14,7 +14,6 @@
 //! so that CNI's share of the time stays out of both.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::{Duration, Instant};
