@@ -7,8 +7,11 @@
 //! that prints and exits, one that idles), C programs that build.rs compiles (the `probe`
 //! conformance probe, a `pause` like Kubernetes', a `dynamic`ally linked hello with its
 //! libraries) and the host's static `busybox`. Every archive is byte-for-byte reproducible
-//! from the same build and host.
+//! from the same build and host. Three more images hold programs that real toolchains built
+//! (a C module, two Python components; see `programs_wasm.rs`), once `make programs` has put
+//! them in `.dev/programs`.
 
+mod artifact;
 mod bad;
 mod big;
 mod busybox;
@@ -21,6 +24,7 @@ mod ldd;
 mod native;
 mod oci;
 mod programs;
+mod programs_wasm;
 #[cfg(test)]
 mod testutil;
 mod wasm;
@@ -30,6 +34,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+pub use artifact::{
+    ArtifactConfig, ArtifactImage, EXIT_ARTIFACT_NAME, EXIT_WASM_LAYER_NAME, HELLO_ARTIFACT_NAME,
+    HELLO_WASM_LAYER_NAME, WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, WASM_LAYER_V0_MEDIA_TYPE,
+    artifact_archive, artifact_images, write_artifact_image, write_wasm_layer_image,
+};
 pub use bad::{
     COMPONENT_WASM_HEADER, COMPONENT_WASM_PATH, EMPTY_WASM_PATH, NOSTART_WASM_PATH, NOT_WASM,
     NOT_WASM_PATH,
@@ -49,6 +58,12 @@ pub use oci::{
 pub use programs::{
     DYNHELLO_ELF, DYNHELLO_LIBS, DYNHELLO_MESSAGE, DYNHELLO_PATH, PAUSE_ELF, PAUSE_PATH,
     PAUSE_VERSION_LINE, PROBE_ELF, PROBE_PATH, dynamic_image, pause_image, probe_image,
+};
+pub use programs_wasm::{
+    BuiltProgram, C_HELLO_IMAGE_NAME, C_HELLO_MESSAGE, C_HELLO_PATH, PYTHON_CLI_IMAGE_NAME,
+    PYTHON_CLI_MESSAGE, PYTHON_CLI_PATH, PYTHON_HTTP_BODY_PREFIX, PYTHON_HTTP_IMAGE_NAME,
+    PYTHON_HTTP_PATH, WASM_PROGRAM_IMAGES, build_wasm_programs, missing_wasm_programs,
+    require_wasm_programs, wasm_program_image,
 };
 pub use wasm::{
     ARGS_WASM, CAT_WASM, COUNT_WASM, EXIT_WASM, FILE_WASM, HELLO_WASM, LOOP_WASM, MEMGROW_WASM,
@@ -108,7 +123,7 @@ pub struct ImageSpec {
     pub name: String,
     /// The OCI platform architecture, `wasm` or `amd64`.
     pub architecture: String,
-    /// The OCI platform OS, `wasip1` or `linux`.
+    /// The OCI platform OS: `wasip1` (a core module), `wasip2` (a component) or `linux`.
     pub os: String,
     /// The absolute path of the executable in the rootfs, which is also the entrypoint.
     pub entrypoint: String,
@@ -202,7 +217,9 @@ pub fn big_image() -> ImageSpec {
 
 /// Returns every image this host can use: all Wasm images, the bad and big images, plus those
 /// of [`HOST_DEPENDENT_IMAGES`] that this host can provide (on x86_64; busybox only when the
-/// host has it). [`unavailable_images`] says why the others are missing.
+/// host has it) and those of [`WASM_PROGRAM_IMAGES`] whose toolchain-built programs are in
+/// `.dev/programs` for the current sources. [`unavailable_images`] says why the others are
+/// missing.
 pub fn all_images() -> Vec<ImageSpec> {
     let mut images = wasm_images();
     images.push(bad_image());
@@ -212,16 +229,24 @@ pub fn all_images() -> Vec<ImageSpec> {
             .iter()
             .filter_map(|name| image(name).ok()),
     );
+    images.extend(
+        WASM_PROGRAM_IMAGES
+            .iter()
+            .filter_map(|name| wasm_program_image(name).ok()),
+    );
     images
 }
 
-/// Returns each image of [`HOST_DEPENDENT_IMAGES`] that this host cannot provide, with the
-/// reason (an unsupported architecture, busybox-static not installed).
+/// Returns each image of [`HOST_DEPENDENT_IMAGES`] that this host cannot provide and each of
+/// [`WASM_PROGRAM_IMAGES`] whose program is not built, with the reason (an unsupported
+/// architecture, busybox-static not installed, `make programs` not run since a source changed).
 pub fn unavailable_images() -> Vec<(&'static str, anyhow::Error)> {
-    HOST_DEPENDENT_IMAGES
+    let mut missing: Vec<_> = HOST_DEPENDENT_IMAGES
         .iter()
         .filter_map(|name| image(name).err().map(|err| (*name, err)))
-        .collect()
+        .collect();
+    missing.extend(missing_wasm_programs());
+    missing
 }
 
 /// Returns the image called `name`, failing for unknown names and for the host-dependent
@@ -236,6 +261,9 @@ pub fn image(name: &str) -> Result<ImageSpec> {
         BUSYBOX_IMAGE_NAME => busybox_image(),
         BAD_IMAGE_NAME => Ok(bad_image()),
         BIG_IMAGE_NAME => Ok(big_image()),
+        C_HELLO_IMAGE_NAME | PYTHON_CLI_IMAGE_NAME | PYTHON_HTTP_IMAGE_NAME => {
+            wasm_program_image(name)
+        }
         _ => match wasm_images().into_iter().find(|image| image.name == name) {
             Some(image) => Ok(image),
             None => bail!("unknown test image {name}"),
@@ -243,8 +271,9 @@ pub fn image(name: &str) -> Result<ImageSpec> {
     }
 }
 
-/// Writes `<dir>/<name>.tar` for every image of [`all_images`], creating `dir` first, and
-/// returns each archive's path with its image reference.
+/// Writes `<dir>/<name>.tar` for every image of [`all_images`] and then of
+/// [`artifact_images`] (the Wasm-layer images), creating `dir` first, and returns each
+/// archive's path with its image reference.
 pub fn write_all_images(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let mut written = Vec::new();
@@ -253,6 +282,7 @@ pub fn write_all_images(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
         write_image(&path, &image)?;
         written.push((path, reference(&image.name)));
     }
+    written.extend(artifact::write_artifact_images(dir)?);
     Ok(written)
 }
 
@@ -280,8 +310,20 @@ mod tests {
     fn all_images_has_every_module_and_native_where_supported() {
         let names: Vec<String> = all_images().into_iter().map(|image| image.name).collect();
         let mut expected = vec![
-            "hello", "exit", "trap", "loop", "sleep", "args", "cat", "file", "open", "memgrow",
-            "count", "bad", "big",
+            "hello",
+            "exit",
+            "trap",
+            "loop",
+            "sleep",
+            "args",
+            "cat",
+            "file",
+            "open",
+            "memgrow",
+            "count",
+            "component",
+            "bad",
+            "big",
         ];
         if cfg!(all(target_arch = "x86_64", target_os = "linux")) {
             expected.extend([
@@ -296,10 +338,16 @@ mod tests {
                 expected.push(BUSYBOX_IMAGE_NAME);
             }
         }
+        // The toolchain-built programs, once `make programs` built them.
+        expected.extend(
+            WASM_PROGRAM_IMAGES
+                .iter()
+                .filter(|name| wasm_program_image(name).is_ok()),
+        );
         assert_eq!(names, expected);
         // Each host-dependent image is either written or reported as skipped, never both.
         let unavailable: Vec<&str> = unavailable_images().iter().map(|(n, _)| *n).collect();
-        for name in HOST_DEPENDENT_IMAGES {
+        for name in HOST_DEPENDENT_IMAGES.iter().chain(WASM_PROGRAM_IMAGES) {
             let provided = names.iter().any(|found| found == name);
             assert_ne!(provided, unavailable.contains(name), "{name}");
         }
@@ -386,7 +434,7 @@ mod tests {
             .collect();
         fs::remove_dir_all(&dir).unwrap();
         let written = written.unwrap();
-        assert_eq!(written.len(), all_images().len());
+        assert_eq!(written.len(), all_images().len() + artifact_images().len());
         assert!(listing.iter().all(|exists| *exists));
         assert_eq!(written[0].0, dir.join("nested").join("hello.tar"));
         assert_eq!(written[0].1, reference("hello"));
@@ -395,5 +443,8 @@ mod tests {
                 .iter()
                 .any(|(path, name)| path.ends_with("bad.tar") && *name == reference("bad"))
         );
+        assert!(written.iter().any(|(path, name)| {
+            path.ends_with("hello-artifact.tar") && *name == reference(HELLO_ARTIFACT_NAME)
+        }));
     }
 }

@@ -1,12 +1,19 @@
-//! Writes the test image tarballs: `test-images <out-dir>` or `test-images --list`.
+//! Writes the test image tarballs: `test-images <out-dir>`, `test-images --programs`,
+//! `test-images --list` or `test-images --write-module <name> <file>`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-const USAGE: &str = "usage: test-images <out-dir>   write <out-dir>/<name>.tar for every image
-       test-images --list      print every image reference";
+const USAGE: &str = "usage: test-images <out-dir>   build the missing toolchain-built programs,
+                               then write <out-dir>/<name>.tar for every image
+       test-images --programs  only build the missing toolchain-built programs into
+                               .dev/programs (installing the toolchains if needed)
+       test-images --list      print every image reference
+       test-images --write-module <name> <file>
+                               write the executable of image <name> (the module)
+                               to <file>, for tools outside containerd";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,7 +36,18 @@ fn run(args: &[String]) -> Result<ExitCode> {
             }
         }
         [flag] if flag == "-h" || flag == "--help" => println!("{USAGE}"),
+        [flag, name, file] if flag == "--write-module" => {
+            let image = test_images::image(name)?;
+            std::fs::write(file, &image.executable)
+                .with_context(|| format!("write the module of {name} to {file}"))?;
+        }
+        [flag] if flag == "--programs" => {
+            for program in test_images::build_wasm_programs()? {
+                println!("{}", program.path.display());
+            }
+        }
         [dir] if !dir.starts_with('-') => {
+            test_images::build_wasm_programs()?;
             // Saying why an image is missing saves a confused search for it later.
             for (name, err) in test_images::unavailable_images() {
                 eprintln!("skipping {name}: {err:#}");

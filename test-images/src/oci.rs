@@ -25,8 +25,8 @@ pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const TAG: &str = "latest";
 
 /// The image creation time, fixed so the config blob (and so every digest) never changes.
-const CREATED: &str = "2024-01-01T00:00:00Z";
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+pub(crate) const CREATED: &str = "2024-01-01T00:00:00Z";
+pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Builds the image archive (the whole OCI layout tar) in memory.
 pub fn image_archive(image: &ImageSpec) -> Result<Vec<u8>> {
@@ -120,7 +120,7 @@ fn index_document(image: &ImageSpec, reference: &str, manifest: &[u8]) -> Value 
     })
 }
 
-fn descriptor(media_type: &str, blob: &[u8]) -> Value {
+pub(crate) fn descriptor(media_type: &str, blob: &[u8]) -> Value {
     json!({
         "mediaType": media_type,
         "digest": digest(blob),
@@ -128,16 +128,16 @@ fn descriptor(media_type: &str, blob: &[u8]) -> Value {
     })
 }
 
-fn to_json(document: &Value) -> Vec<u8> {
+pub(crate) fn to_json(document: &Value) -> Vec<u8> {
     // Serialising a Value built from strings and numbers cannot fail.
     serde_json::to_vec(document).expect("a json value always serialises")
 }
 
-fn append_file(archive: &mut Builder<Vec<u8>>, path: &str, data: &[u8]) -> Result<()> {
+pub(crate) fn append_file(archive: &mut Builder<Vec<u8>>, path: &str, data: &[u8]) -> Result<()> {
     append_entry(archive, path, EntryType::Regular, 0o644, data)
 }
 
-fn append_dir(archive: &mut Builder<Vec<u8>>, path: &str) -> Result<()> {
+pub(crate) fn append_dir(archive: &mut Builder<Vec<u8>>, path: &str) -> Result<()> {
     append_entry(archive, path, EntryType::Directory, 0o755, &[])
 }
 

@@ -39,6 +39,10 @@ pub const MEMGROW_WASM: &[u8] = compiled_module!("memgrow");
 /// Prints 1, 2, 3, ... one line every 50 ms, forever.
 pub const COUNT_WASM: &[u8] = compiled_module!("count");
 
+/// A WASI 0.2 command component: `wasi:cli/run` exits 42 through
+/// `exit-with-code`; `#hello` returns, `#boom` traps, `#spin` loops forever.
+pub const COMPONENT_WASM: &[u8] = compiled_module!("component");
+
 /// Exports memory and `main` but no `_start`, so it is valid Wasm yet not a WASI command.
 /// It is deliberately missing from [`WASM_MODULES`]: only the `bad` image carries it.
 pub const NOSTART_WASM: &[u8] = compiled_module!("nostart");
@@ -57,6 +61,7 @@ pub const WASM_MODULES: &[(&str, &[u8])] = &[
     ("open", OPEN_WASM),
     ("memgrow", MEMGROW_WASM),
     ("count", COUNT_WASM),
+    ("component", COMPONENT_WASM),
 ];
 
 /// Returns the runnable test module called `name` (one of [`WASM_MODULES`]), if there is one.
@@ -131,6 +136,14 @@ mod tests {
                 .unwrap_or_else(|err| panic!("{name}.wat does not compile: {err}"));
             assert_eq!(&reparsed[..], *bytes, "{name}: embedded bytes are stale");
             assert_eq!(&bytes[..4], b"\0asm", "{name}: missing the wasm magic");
+            if *name == "component" {
+                assert_eq!(&bytes[4..8], &[0x0d, 0, 1, 0], "component: not a component");
+                assert!(
+                    contains(bytes, b"wasi:cli/run@0.2.0"),
+                    "component: no wasi:cli/run"
+                );
+                continue;
+            }
             assert_eq!(&bytes[4..8], &[1, 0, 0, 0], "{name}: not a core module");
             assert!(contains(bytes, b"_start"), "{name}: no _start export");
             assert!(contains(bytes, b"memory"), "{name}: no memory export");
