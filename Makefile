@@ -19,7 +19,7 @@ VERSIONS   := $(DEV)/versions
 # The containerd releases the suites also run on, beside the system's 1.6.
 MATRIX     := 1.7.24 2.1.9
 
-.PHONY: all deps versions build install images run stop test lint bench clean
+.PHONY: all deps versions build install programs images run stop test lint bench clean
 
 all: build
 
@@ -38,9 +38,17 @@ build:
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/containerd-shim-wasmtime-v1
 
+# The test programs that real toolchains build (a C module with zig cc,
+# two Python components with componentize-py): scripts/wasm-tools.sh puts
+# the pinned toolchains from PyPI into .dev/tools/venv, and test-images
+# builds each program into .dev/programs/<name>-<hash of its inputs>.wasm
+# unless that file is already there. The tests find them there.
+programs: build
+	$(RELEASE)/test-images --programs
+
 # The binary `make build` made (a `cargo run` would build it again with
-# the features of a non-test build).
-images: build
+# the features of a non-test build); it writes the programs' images too.
+images: build programs
 	$(RELEASE)/test-images $(IMAGES)
 
 # With CONTAINERD_ADDRESS set, the demo uses that containerd, which finds
@@ -63,7 +71,7 @@ stop:
 # The whole suite on the system containerd, then the end-to-end suites on
 # each other release of the matrix, then the installer on every release's
 # default config. REQUIRE_MATRIX makes a missing release a failure.
-test: deps versions build
+test: deps versions build programs
 	REQUIRE_MATRIX=1 $(CARGO) test --release --workspace
 	@for v in $(MATRIX); do \
 	    echo "== end-to-end suites on containerd $$v"; \

@@ -4,8 +4,9 @@
 # containerd and runc (runc for the native peer in benchmarks and tests),
 # busybox-static (the busybox test image copies its /bin/busybox),
 # containernetworking-plugins (the CRI tests' pod network uses
-# /usr/lib/cni/loopback) and protobuf-compiler (protoc builds the CRI
-# protos of the k8s-cri crate).
+# /usr/lib/cni/loopback), protobuf-compiler (protoc builds the CRI
+# protos of the k8s-cri crate and containerd's API), curl and wrk (the
+# HTTP tests' client and the HTTP benchmark's load).
 # Does nothing when they are already there.
 set -euo pipefail
 
@@ -21,6 +22,9 @@ command -v script >/dev/null || missing+=(bsdutils)
     missing+=(busybox-static)
 [ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
+# The HTTP tests' client, and the load generator of `make bench`'s HTTP row.
+command -v curl >/dev/null || missing+=(curl)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

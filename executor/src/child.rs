@@ -4,14 +4,15 @@ use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::cache::CacheLink;
 use crate::error::{Error, Result};
-use crate::exit::{EXEC_FAILED, FAILURE, outcome};
+use crate::exit::{EXEC_FAILED, FAILURE};
 use crate::kind::{Kind, detect};
-use crate::protocol::{self, CONTROL_FD, STATUS_FD};
+use crate::protocol::{self, ARTIFACT_FLAG, CONTROL_FD, MODULE_FD, STATUS_FD};
 use crate::sandbox::{self, Workload};
 use crate::signals;
 use crate::spec::{ChildConfig, child_config, load};
-use crate::wasm::{GuestEnv, Prepared, engine, prepare, run, split_entry};
+use crate::wasm::{GuestEnv, Prepared, prepare, run, split_entry};
 
 /// What runs at Start, checked and ready.
 enum Ready {
@@ -51,7 +52,13 @@ pub fn main(args: &[String]) -> ! {
     // and nothing else in this process owns them.
     let (status, control) =
         unsafe { (File::from_raw_fd(STATUS_FD), File::from_raw_fd(CONTROL_FD)) };
-    let ready = match parse_args(args).and_then(|(id, bundle)| prepare_child(id, bundle)) {
+    // The cache conversation and the artifact's module end with Create:
+    // neither descriptor is open when the guest starts.
+    let mut cache = CacheLink::inherit();
+    let prepared = parse_args(args)
+        .and_then(|(id, bundle, artifact)| prepare_child(id, bundle, artifact, cache.as_mut()));
+    drop(cache);
+    let ready = match prepared {
         Ok(ready) => ready,
         Err(e) => {
             protocol::report(status, Err(&e.chain()));
@@ -85,7 +92,8 @@ pub fn main(args: &[String]) -> ! {
                 cwd: &config.cwd,
                 memory_limit: config.memory_limit,
             };
-            let result = outcome(run(&prepared, &guest), signals::received());
+            let threads = crate::wasm::engine::cpus(config.cpu_limit);
+            let result = run(prepared, &guest, threads, &signals::received);
             if let Some(message) = result.message {
                 eprintln!("{message}");
             }
@@ -94,11 +102,15 @@ pub fn main(args: &[String]) -> ! {
     }
 }
 
-fn parse_args(args: &[String]) -> Result<(String, PathBuf)> {
+/// `<id> <bundle> [ARTIFACT_FLAG]`.
+fn parse_args(args: &[String]) -> Result<(String, PathBuf, bool)> {
     match args {
-        [id, bundle] => Ok((id.clone(), PathBuf::from(bundle))),
+        [id, bundle] => Ok((id.clone(), PathBuf::from(bundle), false)),
+        [id, bundle, flag] if flag == ARTIFACT_FLAG => {
+            Ok((id.clone(), PathBuf::from(bundle), true))
+        }
         _ => Err(Error::InvalidSpec(format!(
-            "child expects <id> <bundle>, got {args:?}"
+            "child expects <id> <bundle> [{ARTIFACT_FLAG}], got {args:?}"
         ))),
     }
 }
@@ -116,18 +128,52 @@ fn head(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn prepare_child(id: String, bundle: PathBuf) -> Result<(Identity, Ready)> {
+fn prepare_child(
+    id: String,
+    bundle: PathBuf,
+    artifact: bool,
+    cache: Option<&mut CacheLink>,
+) -> Result<(Identity, Ready)> {
     let spec = load(&bundle)?;
     let identity = Identity { id, bundle, spec };
-    prepare_in_sandbox(&identity).map(|ready| (identity, ready))
+    // Taken before the sandbox: the descriptor must not outlive Create.
+    let module = artifact.then(take_artifact_module).transpose()?;
+    prepare_in_sandbox(&identity, module, cache).map(|ready| (identity, ready))
 }
 
-fn prepare_in_sandbox(identity: &Identity) -> Result<Ready> {
+/// The module of an OCI Wasm artifact image, which the shim read from
+/// containerd's content store (verified against its digest) into a
+/// sealed memfd at [`MODULE_FD`].
+fn take_artifact_module() -> Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    // SAFETY: the shim passes this descriptor only with ARTIFACT_FLAG, and
+    // nothing else in this process owns it.
+    let mut file = unsafe { File::from_raw_fd(MODULE_FD) };
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(Error::io("read the artifact's module from the shim"))?;
+    Ok(bytes)
+}
+
+fn prepare_in_sandbox(
+    identity: &Identity,
+    module: Option<Vec<u8>>,
+    cache: Option<&mut CacheLink>,
+) -> Result<Ready> {
     let mut config = child_config(&identity.spec, &identity.bundle)?;
     sandbox::enter(&config, &|| {
         identity.run_hooks("createContainer", "creating")
     })?;
     crate::native::fill_home(&mut config.env, config.uid);
+    if let Some(bytes) = module {
+        // args[0] only selects a function: the module is the image's layer.
+        let module_arg = match config.args.first().and_then(|a| a.rsplit_once('#')) {
+            Some((_, func)) => format!("the image's Wasm layer#{func}"),
+            None => "the image's Wasm layer".to_string(),
+        };
+        return prepare_wasm(config, &module_arg, &bytes, cache);
+    }
     let (name, _) = split_entry(&config.args[0]);
     let found = crate::native::resolve(name, &config.env)?;
     // Relative to the working directory, as exec would take it.
@@ -143,20 +189,36 @@ fn prepare_in_sandbox(identity: &Identity) -> Result<Ready> {
         let program = crate::native::prepare(&path, &config.args, &config.env)?;
         return Ok(Ready::Native(program));
     }
-    // Seccomp is in force from here: the module's bytes are read and
-    // compiled under it, and every thread started later inherits it.
-    sandbox::drop_privileges(&config, Workload::Wasm)?;
-    signals::spawn_watcher().map_err(Error::io("start the signal thread"))?;
     let bytes = std::fs::read(&path).map_err(|e| Error::Module {
         path: name.to_string(),
         reason: format!("cannot read it in the container's rootfs: {e}"),
     })?;
-    let engine = engine()?;
-    signals::watch_engine(&engine);
     let module_arg = match config.args[0].split_once('#') {
         Some((_, func)) => format!("{}#{func}", found.display()),
         None => found.display().to_string(),
     };
-    let prepared = prepare(&engine, &module_arg, &bytes)?;
+    prepare_wasm(config, &module_arg, &bytes, cache)
+}
+
+/// Compiles and links a module whose bytes are read: `module_arg` is its
+/// path, with `#func` when args[0] names a function.
+fn prepare_wasm(
+    config: ChildConfig,
+    module_arg: &str,
+    bytes: &[u8],
+    cache: Option<&mut CacheLink>,
+) -> Result<Ready> {
+    // Seccomp is in force from here: the module is compiled under it, and
+    // every thread started later (compiler, signals, server) inherits it.
+    sandbox::drop_privileges(&config, Workload::Wasm)?;
+    signals::spawn_watcher().map_err(Error::io("start the signal thread"))?;
+    crate::wasm::engine::size_compile_threads(config.cpu_limit);
+    let prepared = prepare(
+        module_arg,
+        bytes,
+        &config.env,
+        cache,
+        &signals::watch_engine,
+    )?;
     Ok(Ready::Wasm(Box::new((config, prepared))))
 }

@@ -26,6 +26,10 @@ pub enum Error {
     },
     #[error("module {path}: {reason}")]
     Module { path: String, reason: String },
+    /// The shim's compiled-code cache said something the protocol does not
+    /// allow, or refused a request; the message names the key or line.
+    #[error("compiled-code cache: {0}")]
+    Cache(String),
 }
 
 impl Error {

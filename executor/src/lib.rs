@@ -9,6 +9,7 @@
 //! native program, tells the shim it is ready, waits for Start and then
 //! runs the module and exits with its status, or execve's the program.
 
+pub mod cache;
 pub mod child;
 pub mod error;
 pub mod exec;

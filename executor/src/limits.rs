@@ -16,6 +16,7 @@ const MAX_TABLES: usize = 1_000;
 const MAX_MEMORIES: usize = 100;
 const MAX_TABLE_ELEMENTS: usize = 10_000_000;
 
+#[derive(Clone)]
 pub struct GuestLimits {
     /// The bytes of linear memory the guest may hold in all, if limited.
     memory: Option<u64>,

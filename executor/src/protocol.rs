@@ -23,6 +23,14 @@ pub const EXEC_SUBCOMMAND: &str = "__exec";
 pub const STATUS_FD: RawFd = 3;
 /// Shim to child: the go-ahead bytes.
 pub const CONTROL_FD: RawFd = 4;
+/// Both ways: the conversation with the shim's compiled-code cache
+/// (`crate::cache`), a unix stream socket.
+pub const CACHE_FD: RawFd = 5;
+/// Shim to child, for an OCI Wasm artifact image only: a sealed memfd
+/// holding the module the image's layer carries.
+pub const MODULE_FD: RawFd = 6;
+/// The child's last argument when [`MODULE_FD`] holds the module.
+pub const ARTIFACT_FLAG: &str = "--artifact";
 /// The child may exec: it has been placed in its cgroup.
 pub const GO_EXEC: u8 = b'x';
 /// The task was started: run the guest.

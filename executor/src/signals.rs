@@ -29,6 +29,9 @@ const GRACE: Duration = Duration::from_millis(100);
 
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
+/// What a server does on the first signal instead of ending at once.
+type Drain = Box<dyn Fn() + Send + Sync>;
+static DRAIN: OnceLock<Drain> = OnceLock::new();
 
 /// The signals the child turns into an exit; blocked from before its exec.
 pub fn set() -> SigSet {
@@ -59,6 +62,13 @@ pub fn watch_engine(engine: &wasmtime::Engine) {
     let _ = ENGINE.set(engine.clone());
 }
 
+/// Makes the first terminating signal call `drain` (an HTTP server stops
+/// accepting and finishes its requests, then the child exits 0) and the
+/// second end the process at once with 128 + signal.
+pub fn drain_with(drain: impl Fn() + Send + Sync + 'static) {
+    let _ = DRAIN.set(Box::new(drain));
+}
+
 /// The terminating signal received so far, if any.
 pub fn received() -> Option<i32> {
     Some(RECEIVED.load(Ordering::SeqCst)).filter(|s| *s != 0)
@@ -70,6 +80,14 @@ fn watch() {
     };
     let number = signal as i32;
     RECEIVED.store(number, Ordering::SeqCst);
+    if let Some(drain) = DRAIN.get() {
+        drain();
+        let Ok(second) = set().wait() else {
+            return;
+        };
+        // SAFETY: as below.
+        unsafe { libc::_exit(crate::exit::signaled(second as i32)) }
+    }
     if let Some(engine) = ENGINE.get() {
         engine.increment_epoch();
         std::thread::sleep(GRACE);

@@ -47,19 +47,21 @@ pub struct Child {
 const SELF_EXE: &str = "/proc/self/exe";
 
 /// Clones a child with `flags` (plus SIGCHLD), gives it `stdio` as fds
-/// 0-2 and the protocol pipes as fds 3 and 4, and lets it exec this
-/// binary as `argv0 args…` with an empty environment once it receives
-/// [`GO_EXEC`].
+/// 0-2, the protocol pipes as fds 3 and 4 and `extra` from fd 5 on, and
+/// lets it exec this binary as `argv0 args…` with an empty environment
+/// once it receives [`GO_EXEC`].
 pub fn spawn_child(
     argv0: &Path,
     args: &[&str],
     stdio: [&OwnedFd; 3],
+    extra: &[&OwnedFd],
     flags: CloneFlags,
 ) -> Result<Child> {
     let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("create status pipe"))?;
     let (control_r, control_w) =
         pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("create control pipe"))?;
-    let sources = [stdio[0], stdio[1], stdio[2], &status_w, &control_r];
+    let mut sources = vec![stdio[0], stdio[1], stdio[2], &status_w, &control_r];
+    sources.extend_from_slice(extra);
     let mut high = Vec::with_capacity(sources.len());
     for fd in sources {
         let moved = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))
@@ -67,7 +69,7 @@ pub fn spawn_child(
         // SAFETY: fcntl just returned this descriptor and nothing else owns it.
         high.push(unsafe { OwnedFd::from_raw_fd(moved) });
     }
-    let fds: [RawFd; 5] = std::array::from_fn(|i| high[i].as_raw_fd());
+    let fds: Vec<RawFd> = high.iter().map(|fd| fd.as_raw_fd()).collect();
 
     let exe_c = CString::new(SELF_EXE).map_err(|_| Error::InvalidSpec(SELF_EXE.into()))?;
     let argv0_c = CString::new(argv0.as_os_str().as_bytes())
@@ -138,11 +140,12 @@ pub fn spawn_child_in_pid_ns(
     argv0: &Path,
     args: &[&str],
     stdio: [&OwnedFd; 3],
+    extra: &[&OwnedFd],
     flags: CloneFlags,
 ) -> Result<Child> {
     let own = File::open("/proc/self/ns/pid").map_err(Error::io("open /proc/self/ns/pid"))?;
     setns(pid_ns, CloneFlags::CLONE_NEWPID).map_err(Error::sys("join the PID namespace"))?;
-    let child = spawn_child(argv0, args, stdio, flags);
+    let child = spawn_child(argv0, args, stdio, extra, flags);
     if let Err(e) = setns(&own, CloneFlags::CLONE_NEWPID) {
         // This thread would put the next container's child into this
         // one's PID namespace: stopping is the only safe thing left.
@@ -158,7 +161,7 @@ pub fn spawn_child_in_pid_ns(
 /// Must run only in a child created by clone without CLONE_VM, with `fds`,
 /// `exe`, `argv` and `envp` valid for the whole call.
 unsafe fn after_clone(
-    fds: &[RawFd; 5],
+    fds: &[RawFd],
     max_fd: c_int,
     blocked: &libc::sigset_t,
     exe: *const c_char,

@@ -63,6 +63,9 @@ pub struct ChildConfig {
     pub seccomp: Option<LinuxSeccomp>,
     /// `linux.resources.memory.limit`, which also bounds a Wasm guest.
     pub memory_limit: Option<u64>,
+    /// `linux.resources.cpu` quota over period, in CPUs (rounded up), which
+    /// bounds the threads that compile the module.
+    pub cpu_limit: Option<usize>,
 }
 
 pub fn load(bundle: &Path) -> Result<Spec> {
@@ -263,7 +266,16 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
             .and_then(|m| m.limit())
             .filter(|l| *l > 0)
             .map(|l| l as u64),
+        cpu_limit: cpu_limit(linux.resources().as_ref()),
     })
+}
+
+/// The CPUs a CFS quota allows, rounded up; none without a quota.
+fn cpu_limit(resources: Option<&oci_spec::runtime::LinuxResources>) -> Option<usize> {
+    let cpu = resources?.cpu().as_ref()?;
+    let quota = u64::try_from(cpu.quota()?).ok().filter(|q| *q > 0)?;
+    let period = cpu.period().filter(|p| *p > 0).unwrap_or(100_000);
+    Some(quota.div_ceil(period).max(1) as usize)
 }
 
 fn paths(list: &Option<Vec<String>>) -> Vec<PathBuf> {

@@ -2,6 +2,8 @@
 //! cgroup and sandboxed child, created together and removed together.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
+use crate::cache::Cache;
 use crate::cgroup::{self, Cgroup};
 use crate::errors::Fail;
 use crate::reaper::Reaper;
@@ -53,7 +56,19 @@ pub struct Created {
 
 /// Creates everything for the task in `req` and a child that has loaded
 /// and checked the module. On failure nothing is left behind.
-pub async fn create(req: &CreateTaskRequest, exe: &Path, reaper: &Reaper) -> Result<Created, Fail> {
+/// The containerd this shim serves, whose API holds the images.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub grpc_address: String,
+    pub namespace: String,
+}
+
+pub async fn create(
+    req: &CreateTaskRequest,
+    exe: &Path,
+    reaper: &Reaper,
+    origin: &Origin,
+) -> Result<Created, Fail> {
     let bundle = PathBuf::from(&req.bundle);
     let spec = spec::load(&bundle).map_err(|e| Fail::invalid(e.chain()))?;
     if req.terminal || spec::wants_terminal(&spec) {
@@ -72,7 +87,15 @@ pub async fn create(req: &CreateTaskRequest, exe: &Path, reaper: &Reaper) -> Res
         device_rules: None,
         spec: None,
     };
-    let result = create_with(req, exe, reaper, &spec, flags, &mut resources).await;
+    let cache = open_cache(req, &bundle)?;
+    let artifact = match origin.grpc_address.is_empty() {
+        true => None,
+        false => crate::artifact::lookup(&origin.grpc_address, &origin.namespace, &req.id)
+            .await
+            .map_err(|e| Fail::invalid(format!("task {}: {e:#}", req.id)))?,
+    };
+    let module = Module { cache, artifact };
+    let result = create_with(req, exe, reaper, &spec, flags, module, &mut resources).await;
     match result {
         Ok((pid, (control, workload), stdin_hold, exit)) => Ok(Created {
             pid,
@@ -97,6 +120,7 @@ async fn create_with(
     reaper: &Reaper,
     spec: &oci_spec::runtime::Spec,
     flags: nix::sched::CloneFlags,
+    module: Module,
     resources: &mut Resources,
 ) -> Result<
     (
@@ -155,7 +179,21 @@ async fn create_with(
     }
 
     let bundle = resources.bundle.to_string_lossy().into_owned();
-    let args = [CHILD_SUBCOMMAND, id.as_str(), bundle.as_str()];
+    let mut args = vec![CHILD_SUBCOMMAND, id.as_str(), bundle.as_str()];
+    // The child's end of the cache conversation is fd 5; an artifact's
+    // module follows at fd 6.
+    let (cache_socket, child_socket) = UnixStream::pair()
+        .map_err(|e| Fail::internal(format!("task {id}: create the cache socket: {e}")))?;
+    let child_socket = OwnedFd::from(child_socket);
+    let mut extra = vec![&child_socket];
+    if let Some(artifact) = &module.artifact {
+        log::debug!(
+            "task {id}: module from the image's layer {}",
+            artifact.digest
+        );
+        extra.push(&artifact.module);
+        args.push(protocol::ARTIFACT_FLAG);
+    }
     // A pod that shares its PID namespace names the pause container's.
     let pid_ns = spec::pid_namespace_path(spec);
     let (child, pid, exit) = reaper
@@ -166,16 +204,21 @@ async fn create_with(
                     let ns = File::open(path).with_context(|| {
                         format!("open linux.namespaces pid path {}", path.display())
                     })?;
-                    spawn_child_in_pid_ns(&ns, exe, &args, stdio, flags)
+                    spawn_child_in_pid_ns(&ns, exe, &args, stdio, &extra, flags)
                 }
-                None => spawn_child(exe, &args, stdio, flags),
+                None => spawn_child(exe, &args, stdio, &extra, flags),
             };
             let child = child.map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok((child.pid, child))
         })
         .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
     drop(stdio);
+    drop(extra);
+    drop(child_socket);
+    drop(module.artifact);
     log::debug!("task {id}: child {pid} cloned with {flags:?}");
+    let cache_server = serve_cache(id, module.cache, cache_socket)
+        .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
 
     // Recorded at once: if the shim dies from here on, the `delete` action
     // finds the child by this file and kills it.
@@ -190,7 +233,7 @@ async fn create_with(
                 bundle: resources.bundle.clone(),
                 pid,
             };
-            start_child(
+            let ready = start_child(
                 id,
                 pid,
                 child.status,
@@ -198,7 +241,9 @@ async fn create_with(
                 &resources.cgroup,
                 hooks,
             )
-            .await
+            .await;
+            cache_server.finish().await;
+            ready
         }
         Err(fail) => Err(fail),
     };
@@ -220,6 +265,61 @@ async fn create_with(
                 ),
                 _ => Err(fail),
             }
+        }
+    }
+}
+
+/// Where a container's code comes from besides its rootfs.
+struct Module {
+    /// The compiled-code cache, unless the runtime options turn it off.
+    cache: Option<Cache>,
+    /// The module of an OCI Wasm artifact image.
+    artifact: Option<crate::artifact::Artifact>,
+}
+
+/// Opens the cache the task's runtime options name (or the default one).
+/// A cache that cannot be used fails Create: a misconfiguration would
+/// otherwise only show as every start compiling again.
+fn open_cache(req: &CreateTaskRequest, bundle: &Path) -> Result<Option<Cache>, Fail> {
+    let id = &req.id;
+    let settings = crate::options::cache_settings(req.options.as_ref(), bundle)
+        .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+    let Some(max_bytes) = settings.max_bytes else {
+        return Ok(None);
+    };
+    Cache::open(&settings.dir, max_bytes)
+        .map(Some)
+        .map_err(|e| Fail::invalid(format!("task {id}: compiled-code cache: {e:#}")))
+}
+
+/// The shim's side of a child's cache conversation, served on a blocking
+/// thread until the child closes its end or [`CacheServer::finish`].
+struct CacheServer {
+    socket: UnixStream,
+    task: tokio::task::JoinHandle<anyhow::Result<crate::cache::Summary>>,
+    /// Names the task in the log.
+    what: String,
+}
+
+fn serve_cache(id: &str, cache: Option<Cache>, socket: UnixStream) -> anyhow::Result<CacheServer> {
+    let what = format!("task {id}");
+    let served = socket.try_clone().context("clone the cache socket")?;
+    let name = what.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        crate::cache::serve_child(cache.as_ref(), served, &name)
+    });
+    Ok(CacheServer { socket, task, what })
+}
+
+impl CacheServer {
+    /// Ends the conversation: called once the child has reported (or
+    /// failed), so no compiled bytes are taken from a child whose guest
+    /// may run.
+    async fn finish(self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        // serve_child logs what happened; only a panic is left to say.
+        if let Err(e) = self.task.await {
+            log::warn!("{}: compiled-code cache: {e}", self.what);
         }
     }
 }

@@ -75,7 +75,7 @@ pub async fn start(
         .spawn_beside(target.init, || {
             let ns = File::open(format!("/proc/{}/ns/pid", target.init))?;
             let stdio = [&fds[0], &fds[1], &fds[2]];
-            let child = spawn_child_in_pid_ns(&ns, exe, &args, stdio, CloneFlags::empty())
+            let child = spawn_child_in_pid_ns(&ns, exe, &args, stdio, &[], CloneFlags::empty())
                 .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok((child.pid, child))
         })

@@ -1,12 +1,15 @@
 //! `containerd-shim-wasmtime-v1`: a containerd shim v2 that runs WASI
 //! modules with wasmtime, one sandboxed child per container.
 
+mod artifact;
+mod cache;
 mod cgroup;
 mod container;
 mod delete;
 mod errors;
 mod events;
 mod exec;
+mod options;
 mod reaper;
 mod serve;
 mod start;

@@ -49,7 +49,11 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let publisher = Publisher::connect(&ttrpc_address, &flags.namespace).await?;
     let exit = Arc::new(ExitSignal::default());
     let exe = std::env::current_exe().context("locate the shim binary")?;
-    let service = Service::new(reaper, publisher, exe, exit.clone());
+    let origin = crate::container::Origin {
+        grpc_address: flags.address.clone(),
+        namespace: flags.namespace.clone(),
+    };
+    let service = Service::new(reaper, publisher, exe, exit.clone(), origin);
     let task: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> =
         Arc::new(service.clone());
     let mut v2 = create_task(task.clone());

@@ -76,6 +76,8 @@ pub(super) struct Inner {
     publisher: Publisher,
     pub(super) exe: PathBuf,
     exit: Arc<ExitSignal>,
+    /// The containerd whose API serves images (OCI Wasm artifacts).
+    origin: container::Origin,
 }
 
 /// The task service of one shim; cheap to clone.
@@ -90,6 +92,7 @@ impl Service {
         publisher: Publisher,
         exe: PathBuf,
         exit: Arc<ExitSignal>,
+        origin: container::Origin,
     ) -> Self {
         Service(Arc::new(Inner {
             tasks: Mutex::new(HashMap::new()),
@@ -97,6 +100,7 @@ impl Service {
             publisher,
             exe,
             exit,
+            origin,
         }))
     }
 
@@ -173,7 +177,7 @@ impl Service {
                 },
             );
         }
-        let created = container::create(&req, &self.0.exe, &self.0.reaper).await;
+        let created = container::create(&req, &self.0.exe, &self.0.reaper, &self.0.origin).await;
         let mut tasks = self.table().await;
         let created = match created {
             Ok(created) => created,

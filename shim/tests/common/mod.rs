@@ -144,6 +144,18 @@ pub(crate) fn images_dir() -> &'static Path {
     })
 }
 
+/// Whether the toolchain-built program images (`make programs`: a C
+/// module, Python components) exist; says why not. Under `make test`
+/// (REQUIRE_MATRIX) a missing one is a failure, not a skip.
+pub fn programs_built() -> bool {
+    let Err(why) = test_images::require_wasm_programs() else {
+        return true;
+    };
+    assert!(std::env::var_os("REQUIRE_MATRIX").is_none(), "{why:#}");
+    eprintln!("skipping: {why:#}");
+    false
+}
+
 pub fn image(name: &str) -> String {
     test_images::reference(name)
 }
@@ -398,11 +410,14 @@ impl Containerd {
     }
 
     pub fn wait_status(&self, id: &str, status: &str) {
-        wait_for(
-            &format!("task {id} to be {status}"),
-            Duration::from_secs(30),
-            || self.task_status(id).as_deref() == Some(status),
-        );
+        self.wait_status_within(id, status, Duration::from_secs(30));
+    }
+
+    /// As [`Self::wait_status`], for a Create that compiles a large module.
+    pub fn wait_status_within(&self, id: &str, status: &str, limit: Duration) {
+        wait_for(&format!("task {id} to be {status}"), limit, || {
+            self.task_status(id).as_deref() == Some(status)
+        });
     }
 
     /// `ctr run -d` of a test image with extra flags; waits until it runs
@@ -660,4 +675,31 @@ pub fn cgroup_pids(path: &str) -> Vec<i32> {
         }
     }
     pids
+}
+
+/// The full version of the containerd under test, (major, minor, patch),
+/// from `containerd --version` ("1.6.20~ds1", "v2.1.9+unknown").
+pub fn containerd_version() -> (u32, u32, u32) {
+    static VERSION: OnceLock<(u32, u32, u32)> = OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let out = Command::new(containerd_bin("containerd"))
+            .arg("--version")
+            .output()
+            .expect("containerd --version");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        parse_containerd_version(&text).unwrap_or_else(|| panic!("no version in {text:?}"))
+    })
+}
+
+/// The (major, minor, patch) of `containerd --version`'s output: its third
+/// word, a leading `v` and any `~`, `+` or `-` suffix dropped.
+pub fn parse_containerd_version(text: &str) -> Option<(u32, u32, u32)> {
+    let word = text.split_whitespace().nth(2)?.trim_start_matches('v');
+    let end = word.find(['~', '+', '-']).unwrap_or(word.len());
+    let mut parts = word[..end].split('.').map(|part| part.parse().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
 }

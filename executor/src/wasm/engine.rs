@@ -1,0 +1,84 @@
+//! The wasmtime engines the child runs guests with, and the threads that
+//! compile for them.
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::error::{Error, Result};
+
+/// Which engine a guest needs: commands can be interrupted by a signal;
+/// HTTP handlers run on tokio, one pooled instance per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Command,
+    Http,
+}
+
+/// Instances an HTTP container may hold at once (requests in flight).
+const HTTP_INSTANCES: u32 = 256;
+/// The largest linear memory one request's instance may grow to.
+const HTTP_MAX_MEMORY: usize = 1 << 30;
+
+fn failed(e: wasmtime::Error) -> Error {
+    Error::Module {
+        path: String::new(),
+        reason: format!("create the wasm engine: {e:#}"),
+    }
+}
+
+/// The engine for `flavor`: wasmtime's defaults, which are the Wasm
+/// features `wasmtime run` enables, with parallel compilation on.
+/// Commands add epoch interruption, so a termination signal can stop a
+/// running guest. HTTP handlers use the pooling allocator, whose memory
+/// slots are reset from the module's copy-on-write image after each
+/// request, as `wasmtime serve` does.
+pub fn engine(flavor: Flavor) -> Result<Engine> {
+    let mut config = Config::new();
+    config.parallel_compilation(true);
+    match flavor {
+        Flavor::Command => {
+            config.epoch_interruption(true);
+        }
+        Flavor::Http => {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(HTTP_INSTANCES)
+                .total_core_instances(HTTP_INSTANCES * 4)
+                .total_memories(HTTP_INSTANCES * 2)
+                .total_tables(HTTP_INSTANCES * 4)
+                .total_stacks(HTTP_INSTANCES)
+                .max_memory_size(HTTP_MAX_MEMORY)
+                .max_component_instance_size(8 << 20)
+                .max_core_instance_size(8 << 20);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+    }
+    Engine::new(&config).map_err(failed)
+}
+
+/// Sizes the thread pool wasmtime compiles on to the CPUs the container
+/// may use: those it may run on (its cpuset is already in force, the
+/// child being in its cgroup), bounded by its CFS quota. Call it once,
+/// before the first compilation.
+pub fn size_compile_threads(cpu_limit: Option<usize>) {
+    let threads = cpus(cpu_limit);
+    // Fails only when the pool already exists, which leaves it as it is.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("compile-{i}"))
+        .build_global();
+}
+
+/// The CPUs the container may use: those it may run on, bounded by its
+/// CFS quota (`cpu_limit`). The HTTP server's workers use as many.
+pub fn cpus(cpu_limit: Option<usize>) -> usize {
+    let allowed = std::thread::available_parallelism().map_or(1, usize::from);
+    cpu_limit.map_or(allowed, |limit| limit.min(allowed)).max(1)
+}
+
+/// Gives the memory that compilation used back to the kernel: freed heap
+/// pages stay with the process otherwise, and a compile of a large module
+/// frees hundreds of MB.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it
+    // takes the allocator's locks and is safe to call at any time.
+    unsafe { libc::malloc_trim(0) };
+}

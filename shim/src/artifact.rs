@@ -1,0 +1,776 @@
+//! The Wasm module of a container whose image carries it as a layer of its own: a CNCF "Wasm
+//! OCI artifact" (config `application/vnd.wasm.config.v0+json`, one `application/wasm` layer)
+//! or runwasi's older form (an OCI image config over a Wasm layer). containerd does not unpack
+//! such a layer (since 1.7.7 it skips non-tar layers; the container gets an empty snapshot), so
+//! the shim reads it from containerd's content store through the gRPC API:
+//! Containers.Get → Images.Get → Content.Read of the manifest (and of an index first, if the
+//! image is one) → Content.Read of the layer into a sealed memfd, its sha256 checked on the way.
+//!
+//! That is three RPCs for a container of an ordinary image (Containers.Get, Images.Get, the
+//! manifest) and one more for the layer; nothing is cached, so an image replaced under the same
+//! name is read afresh.
+
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::{GetContainerRequest, GetImageRequest, ReadContentRequest};
+use containerd_client::tonic::metadata::AsciiMetadataValue;
+use containerd_client::tonic::transport::Channel;
+use containerd_client::tonic::{Code, Request, Status};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The config media type of the CNCF Wasm OCI artifact.
+pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
+/// The layer media types of a Wasm module or component: the artifact's, and the older one of
+/// runwasi's images and the artifact's drafts.
+pub const WASM_LAYER_MEDIA_TYPES: [&str; 2] = [
+    "application/wasm",
+    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+];
+/// The largest Wasm layer the shim reads into memory.
+pub const MAX_LAYER_SIZE: u64 = 1 << 30;
+/// The largest manifest or index the shim reads (the limit registries apply to manifests).
+const MAX_DOCUMENT_SIZE: u64 = 4 << 20;
+/// How deep indexes may nest before the image is refused.
+const MAX_INDEX_DEPTH: usize = 4;
+/// How long the whole lookup may take, the layer's transfer included.
+const LOOKUP_LIMIT: Duration = Duration::from_secs(120);
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_INDEX: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// The OS names of Wasm platforms in indexes: the artifact's, and `wasi` of older images.
+const WASM_OSES: [&str; 3] = ["wasip1", "wasip2", "wasi"];
+
+/// The Wasm module of an OCI Wasm artifact image, when the container's image is one.
+#[derive(Debug)]
+pub struct Artifact {
+    /// `sha256:<hex>` of the layer, checked against its content.
+    pub digest: String,
+    /// The layer's media type.
+    pub media_type: String,
+    /// A memfd holding the layer, sealed against writes, growing and shrinking, its offset at 0.
+    pub module: OwnedFd,
+    /// The layer's size in bytes.
+    pub size: u64,
+}
+
+impl std::fmt::Display for Artifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Wasm layer {} ({}, {} bytes)",
+            self.digest, self.media_type, self.size
+        )
+    }
+}
+
+/// Looks up the Wasm layer of container `container_id`'s image in the containerd at
+/// `grpc_address` (its socket path, as the shim's `-address` flag gives it), in `namespace`.
+///
+/// `None` when the container has no image (or no container record) or its image is an ordinary
+/// (rootfs) image; an error naming the image and the problem otherwise: two or more Wasm
+/// layers, a CNCF artifact layer that is not Wasm, a digest or size mismatch, missing content,
+/// a layer over [`MAX_LAYER_SIZE`].
+///
+/// A containerd too old for artifacts never gets here with one: before 1.7.7 every client
+/// (ctr, the CRI) fails to unpack an image with a non-tar layer ("mismatched image rootfs and
+/// manifest layers") and so never creates the container, so there is no version to check.
+pub async fn lookup(
+    grpc_address: &str,
+    namespace: &str,
+    container_id: &str,
+) -> Result<Option<Artifact>> {
+    let lookup = lookup_unbounded(grpc_address, namespace, container_id);
+    tokio::time::timeout(LOOKUP_LIMIT, lookup)
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "containerd at {grpc_address} did not answer the image lookup of container \
+                 {container_id} within {LOOKUP_LIMIT:?}"
+            )
+        })?
+}
+
+async fn lookup_unbounded(
+    grpc_address: &str,
+    namespace: &str,
+    container_id: &str,
+) -> Result<Option<Artifact>> {
+    let path = grpc_address.strip_prefix("unix://").unwrap_or(grpc_address);
+    let channel = containerd_client::connect(path)
+        .await
+        .with_context(|| format!("failed to connect to containerd's API at {grpc_address}"))?;
+    let api = Api {
+        channel,
+        namespace: AsciiMetadataValue::try_from(namespace)
+            .with_context(|| format!("namespace {namespace:?} is no gRPC header value"))?,
+    };
+
+    let request = GetContainerRequest {
+        id: container_id.to_owned(),
+    };
+    let container = match ContainersClient::new(api.channel.clone())
+        .get(api.request(request))
+        .await
+    {
+        Ok(reply) => reply.into_inner().container,
+        // A task created without a container record (straight through the Task API) has no
+        // image to read.
+        Err(status) if status.code() == Code::NotFound => return Ok(None),
+        Err(status) => {
+            return Err(rpc_error(status)).with_context(|| {
+                format!("failed to get container {container_id} from containerd")
+            });
+        }
+    };
+    let image = container.map(|c| c.image).unwrap_or_default();
+    if image.is_empty() {
+        return Ok(None);
+    }
+    api.artifact_of(&image)
+        .await
+        .with_context(|| format!("image {image} of container {container_id}"))
+}
+
+/// A connection to containerd's API in one namespace.
+struct Api {
+    channel: Channel,
+    namespace: AsciiMetadataValue,
+}
+
+impl Api {
+    /// `message` with the namespace header every containerd request carries.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("containerd-namespace", self.namespace.clone());
+        request
+    }
+
+    async fn artifact_of(&self, image: &str) -> Result<Option<Artifact>> {
+        let request = GetImageRequest {
+            name: image.to_owned(),
+        };
+        let reply = ImagesClient::new(self.channel.clone())
+            .get(self.request(request))
+            .await;
+        let target = match reply {
+            Ok(reply) => reply.into_inner().image.and_then(|image| image.target),
+            // Removed since the container was made from it: whatever the image was, its
+            // rootfs is in the container's snapshot, and a Wasm layer is gone with it.
+            Err(status) if status.code() == Code::NotFound => {
+                log::warn!(
+                    "image {image} is no longer in containerd; running the container from its \
+                     rootfs"
+                );
+                return Ok(None);
+            }
+            Err(status) => return Err(rpc_error(status)).context("failed to get the image"),
+        };
+        let target = target.ok_or_else(|| anyhow!("containerd lists no target for it"))?;
+        let mut descriptor = Descriptor {
+            media_type: target.media_type,
+            digest: target.digest,
+            size: u64::try_from(target.size).unwrap_or(u64::MAX),
+            platform: None,
+        };
+        for _ in 0..MAX_INDEX_DEPTH {
+            if is_index(&descriptor.media_type) {
+                let bytes = self.read_document(&descriptor).await?;
+                let index: Index = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("index {} is not valid JSON", descriptor.digest))?;
+                match select_manifest(&index) {
+                    Some(chosen) => descriptor = chosen.clone(),
+                    None => return Ok(None),
+                }
+            } else if is_manifest(&descriptor.media_type) {
+                let bytes = self.read_document(&descriptor).await?;
+                let manifest: Manifest = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("manifest {} is not valid JSON", descriptor.digest))?;
+                let Some(layer) = wasm_layer(&manifest)
+                    .with_context(|| format!("manifest {}", descriptor.digest))?
+                else {
+                    return Ok(None);
+                };
+                return self.read_layer(layer).await.map(Some);
+            } else {
+                // Docker schema 1 and the like: not an image of a Wasm layer.
+                log::debug!(
+                    "image target {} {} is no manifest or index",
+                    descriptor.media_type,
+                    descriptor.digest
+                );
+                return Ok(None);
+            }
+        }
+        bail!("its indexes nest more than {MAX_INDEX_DEPTH} deep")
+    }
+
+    /// Reads a manifest or index, checking its size and digest.
+    async fn read_document(&self, descriptor: &Descriptor) -> Result<Vec<u8>> {
+        check_size(descriptor, MAX_DOCUMENT_SIZE)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(descriptor.size).unwrap_or(0));
+        self.read_blob(descriptor, &mut bytes).await?;
+        Ok(bytes)
+    }
+
+    /// Reads a Wasm layer into a sealed memfd.
+    async fn read_layer(&self, layer: &Descriptor) -> Result<Artifact> {
+        check_size(layer, MAX_LAYER_SIZE)?;
+        let mut file = new_memfd()?;
+        self.read_blob(layer, &mut file)
+            .await
+            .with_context(|| format!("Wasm layer {}", layer.digest))?;
+        let module = seal(file)?;
+        log::debug!(
+            "Wasm layer {} ({}, {} bytes) read from containerd",
+            layer.digest,
+            layer.media_type,
+            layer.size
+        );
+        Ok(Artifact {
+            digest: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+            module,
+            size: layer.size,
+        })
+    }
+
+    /// Streams blob `descriptor` from the content store into `sink`, checking that it has the
+    /// descriptor's size and sha256.
+    async fn read_blob(&self, descriptor: &Descriptor, sink: &mut impl Write) -> Result<()> {
+        let mut check = Check::new(descriptor)?;
+        let request = ReadContentRequest {
+            digest: descriptor.digest.clone(),
+            offset: 0,
+            size: 0,
+        };
+        let mut stream = ContentClient::new(self.channel.clone())
+            .read(self.request(request))
+            .await
+            .map_err(|status| content_error(status, descriptor))?
+            .into_inner();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|status| content_error(status, descriptor))?
+        {
+            check.chunk(chunk.offset, &chunk.data)?;
+            sink.write_all(&chunk.data)
+                .context("failed to store the content")?;
+        }
+        check.finish()
+    }
+}
+
+/// The checks on a blob streamed in chunks: each at the offset where the last one ended, no
+/// more bytes than the descriptor's size, exactly that many in the end, and its sha256.
+struct Check<'a> {
+    descriptor: &'a Descriptor,
+    expected: String,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<'a> Check<'a> {
+    fn new(descriptor: &'a Descriptor) -> Result<Self> {
+        Ok(Self {
+            descriptor,
+            expected: sha256_of(&descriptor.digest)?,
+            hasher: Sha256::new(),
+            read: 0,
+        })
+    }
+
+    /// Takes the next chunk, at `offset`, before it is stored.
+    fn chunk(&mut self, offset: i64, data: &[u8]) -> Result<()> {
+        if u64::try_from(offset).ok() != Some(self.read) {
+            bail!(
+                "containerd sent bytes at offset {offset} where {} was next",
+                self.read
+            );
+        }
+        self.read += data.len() as u64;
+        if self.read > self.descriptor.size {
+            bail!(
+                "the content is larger than its {} bytes",
+                self.descriptor.size
+            );
+        }
+        self.hasher.update(data);
+        Ok(())
+    }
+
+    /// Checks the size and digest once the stream has ended.
+    fn finish(self) -> Result<()> {
+        if self.read != self.descriptor.size {
+            bail!(
+                "the content is {} bytes, not the {} of its descriptor",
+                self.read,
+                self.descriptor.size
+            );
+        }
+        let actual = hex(&self.hasher.finalize());
+        if actual != self.expected {
+            bail!(
+                "the content's digest is sha256:{actual}, not {}",
+                self.descriptor.digest
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An empty memfd that can be sealed, closed on exec (the shim hands it to the child itself).
+fn new_memfd() -> Result<File> {
+    let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+    let memfd = memfd_create(c"wasm-layer", flags)
+        .context("failed to create a memfd for the Wasm layer")?;
+    Ok(File::from(memfd))
+}
+
+/// Rewinds a filled memfd and seals it: no writes, no growing or shrinking, no further seals.
+fn seal(mut file: File) -> Result<OwnedFd> {
+    file.rewind()
+        .context("failed to rewind the memfd of the Wasm layer")?;
+    let seals = SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals))
+        .context("failed to seal the memfd of the Wasm layer")?;
+    Ok(OwnedFd::from(file))
+}
+
+/// An OCI content descriptor, as far as the shim reads one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+fn is_index(media_type: &str) -> bool {
+    matches!(media_type, OCI_INDEX | DOCKER_INDEX)
+}
+
+fn is_manifest(media_type: &str) -> bool {
+    matches!(media_type, OCI_MANIFEST | DOCKER_MANIFEST)
+}
+
+fn is_wasm_layer(media_type: &str) -> bool {
+    WASM_LAYER_MEDIA_TYPES.contains(&media_type)
+}
+
+/// The entry of an index to follow: the first one for a Wasm platform (architecture `wasm`, OS
+/// wasip1, wasip2 or wasi), else the only entry; `None` for an index of several entries none of
+/// which is Wasm (an ordinary multi-platform image, whose container runs from its rootfs).
+fn select_manifest(index: &Index) -> Option<&Descriptor> {
+    let wasm = index.manifests.iter().find(|entry| {
+        entry.platform.as_ref().is_some_and(|platform| {
+            platform.architecture == "wasm" && WASM_OSES.contains(&platform.os.as_str())
+        })
+    });
+    match (wasm, index.manifests.as_slice()) {
+        (Some(entry), _) => Some(entry),
+        (None, [only]) => Some(only),
+        (None, _) => None,
+    }
+}
+
+/// The Wasm layer of a manifest, `None` for an ordinary image (an OCI or Docker config with no
+/// Wasm layer), or why the image cannot run.
+///
+/// A CNCF artifact (the Wasm config) must hold exactly one layer, a Wasm one; an OCI or Docker
+/// image config may hold one Wasm layer beside its tar layers (which containerd ≥ 1.7.7 unpacks
+/// as the rootfs and the Wasm layer it skips).
+fn wasm_layer(manifest: &Manifest) -> Result<Option<&Descriptor>> {
+    let config = manifest.config.media_type.as_str();
+    let wasm: Vec<&Descriptor> = manifest
+        .layers
+        .iter()
+        .filter(|layer| is_wasm_layer(&layer.media_type))
+        .collect();
+    if config == WASM_CONFIG_MEDIA_TYPE {
+        if let Some(other) = manifest
+            .layers
+            .iter()
+            .find(|layer| !is_wasm_layer(&layer.media_type))
+        {
+            bail!(
+                "Wasm OCI artifact layer {} has media type {:?}, not application/wasm",
+                other.digest,
+                other.media_type
+            );
+        }
+    } else if !wasm.is_empty() && !matches!(config, OCI_CONFIG | DOCKER_CONFIG) {
+        bail!(
+            "it has a Wasm layer but its config has media type {config:?}, neither \
+             {WASM_CONFIG_MEDIA_TYPE} nor an OCI image config"
+        );
+    }
+    match wasm.as_slice() {
+        [] if config == WASM_CONFIG_MEDIA_TYPE => bail!("the Wasm OCI artifact has no layer"),
+        [] => Ok(None),
+        [layer] => Ok(Some(layer)),
+        layers => bail!(
+            "it has {} Wasm layers ({}); the shim runs one module per container",
+            layers.len(),
+            layers
+                .iter()
+                .map(|layer| layer.digest.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Refuses a blob over `limit` bytes before reading any of it.
+fn check_size(descriptor: &Descriptor, limit: u64) -> Result<()> {
+    if descriptor.size > limit {
+        bail!(
+            "{} {} is {} bytes, over the shim's limit of {limit} bytes",
+            descriptor.media_type,
+            descriptor.digest,
+            descriptor.size
+        );
+    }
+    Ok(())
+}
+
+/// The lowercase hex of a `sha256:<hex>` digest, the only algorithm the shim checks.
+fn sha256_of(digest: &str) -> Result<String> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| anyhow!("digest {digest:?} is not sha256, the only algorithm supported"))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        bail!("digest {digest:?} is not 64 lowercase hex digits");
+    }
+    Ok(hex.to_owned())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A failed RPC as an error that keeps containerd's message.
+fn rpc_error(status: Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+fn content_error(status: Status, descriptor: &Descriptor) -> anyhow::Error {
+    match status.code() {
+        Code::NotFound => anyhow!(
+            "{} {} is missing from containerd's content store",
+            descriptor.media_type,
+            descriptor.digest
+        ),
+        _ => rpc_error(status).context(format!("failed to read {}", descriptor.digest)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST_A: &str =
+        "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const DIGEST_B: &str =
+        "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn manifest(config: &str, layers: &[(&str, &str)]) -> Manifest {
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|(media_type, digest)| {
+                serde_json::json!({"mediaType": media_type, "digest": digest, "size": 10})
+            })
+            .collect();
+        let document = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": config, "digest": DIGEST_B, "size": 2},
+            "layers": layers,
+        });
+        serde_json::from_value(document).unwrap()
+    }
+
+    fn index(entries: serde_json::Value) -> Index {
+        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": entries}))
+            .unwrap()
+    }
+
+    fn entry(digest: &str, platform: Option<(&str, &str)>) -> serde_json::Value {
+        let mut entry = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": 5});
+        if let Some((architecture, os)) = platform {
+            entry["platform"] = serde_json::json!({"architecture": architecture, "os": os});
+        }
+        entry
+    }
+
+    #[test]
+    fn cncf_artifact_gives_its_one_layer_of_either_media_type() {
+        for media_type in WASM_LAYER_MEDIA_TYPES {
+            let manifest = manifest(WASM_CONFIG_MEDIA_TYPE, &[(media_type, DIGEST_A)]);
+            let layer = wasm_layer(&manifest).unwrap().unwrap();
+            assert_eq!((layer.digest.as_str(), layer.size), (DIGEST_A, 10));
+            assert_eq!(layer.media_type, media_type);
+        }
+    }
+
+    #[test]
+    fn ordinary_images_have_no_wasm_layer() {
+        for config in [OCI_CONFIG, DOCKER_CONFIG, "application/vnd.example+json"] {
+            let tar = "application/vnd.oci.image.layer.v1.tar+gzip";
+            let manifest = manifest(config, &[(tar, DIGEST_A)]);
+            assert!(wasm_layer(&manifest).unwrap().is_none(), "{config}");
+        }
+        let empty = manifest(OCI_CONFIG, &[]);
+        assert!(wasm_layer(&empty).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_oci_config_may_carry_one_wasm_layer_beside_tar_layers() {
+        let tar = "application/vnd.oci.image.layer.v1.tar";
+        let manifest = manifest(
+            OCI_CONFIG,
+            &[(tar, DIGEST_B), ("application/wasm", DIGEST_A)],
+        );
+        assert_eq!(wasm_layer(&manifest).unwrap().unwrap().digest, DIGEST_A);
+    }
+
+    #[test]
+    fn bad_artifacts_are_refused_with_the_reason() {
+        let cases: [(Manifest, &str); 5] = [
+            (
+                manifest(
+                    WASM_CONFIG_MEDIA_TYPE,
+                    &[
+                        ("application/wasm", DIGEST_A),
+                        ("application/wasm", DIGEST_B),
+                    ],
+                ),
+                "2 Wasm layers",
+            ),
+            (
+                manifest(
+                    OCI_CONFIG,
+                    &[
+                        ("application/wasm", DIGEST_A),
+                        ("application/wasm", DIGEST_B),
+                    ],
+                ),
+                "one module per container",
+            ),
+            (
+                manifest(
+                    WASM_CONFIG_MEDIA_TYPE,
+                    &[("application/vnd.oci.image.layer.v1.tar", DIGEST_A)],
+                ),
+                "not application/wasm",
+            ),
+            (manifest(WASM_CONFIG_MEDIA_TYPE, &[]), "has no layer"),
+            (
+                manifest(
+                    "application/vnd.example+json",
+                    &[("application/wasm", DIGEST_A)],
+                ),
+                "application/vnd.example+json",
+            ),
+        ];
+        for (manifest, expected) in cases {
+            let err = format!("{:#}", wasm_layer(&manifest).unwrap_err());
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_index_is_followed_to_its_wasm_entry_or_its_only_one() {
+        let wasm = index(serde_json::json!([
+            entry(DIGEST_B, Some(("amd64", "linux"))),
+            entry(DIGEST_A, Some(("wasm", "wasip1"))),
+        ]));
+        assert_eq!(select_manifest(&wasm).unwrap().digest, DIGEST_A);
+        for os in ["wasip2", "wasi"] {
+            let wasm = index(serde_json::json!([entry(DIGEST_A, Some(("wasm", os)))]));
+            assert_eq!(select_manifest(&wasm).unwrap().digest, DIGEST_A, "{os}");
+        }
+        let only = index(serde_json::json!([entry(DIGEST_B, None)]));
+        assert_eq!(select_manifest(&only).unwrap().digest, DIGEST_B);
+        let native = index(serde_json::json!([
+            entry(DIGEST_A, Some(("amd64", "linux"))),
+            entry(DIGEST_B, Some(("arm64", "linux"))),
+        ]));
+        assert!(select_manifest(&native).is_none());
+        assert!(select_manifest(&index(serde_json::json!([]))).is_none());
+        // wasm32 was never an OCI architecture name; such an entry is not chosen over others.
+        let wasm32 = index(serde_json::json!([
+            entry(DIGEST_A, Some(("wasm32", "wasi"))),
+            entry(DIGEST_B, Some(("amd64", "linux"))),
+        ]));
+        assert!(select_manifest(&wasm32).is_none());
+    }
+
+    #[test]
+    fn media_types_are_told_apart() {
+        assert!(is_index(OCI_INDEX) && is_index(DOCKER_INDEX) && !is_index(OCI_MANIFEST));
+        assert!(is_manifest(OCI_MANIFEST) && is_manifest(DOCKER_MANIFEST));
+        assert!(!is_manifest(OCI_INDEX) && !is_manifest(""));
+        assert!(!is_wasm_layer("application/vnd.oci.image.layer.v1.tar"));
+    }
+
+    #[test]
+    fn sizes_over_the_limit_are_refused_before_reading() {
+        let layer = Descriptor {
+            media_type: "application/wasm".into(),
+            digest: DIGEST_A.into(),
+            size: MAX_LAYER_SIZE + 1,
+            platform: None,
+        };
+        let err = check_size(&layer, MAX_LAYER_SIZE).unwrap_err().to_string();
+        assert!(
+            err.contains("1073741825 bytes") && err.contains("limit of 1073741824"),
+            "{err}"
+        );
+        check_size(
+            &Descriptor {
+                size: MAX_LAYER_SIZE,
+                ..layer
+            },
+            MAX_LAYER_SIZE,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn only_well_formed_sha256_digests_are_accepted() {
+        assert_eq!(sha256_of(DIGEST_A).unwrap(), &DIGEST_A[7..]);
+        for bad in [
+            "sha512:aa",
+            "sha256:AA",
+            "sha256:abc",
+            DIGEST_A.trim_start_matches("sha256:"),
+        ] {
+            assert!(sha256_of(bad).is_err(), "{bad}");
+        }
+        assert_eq!(hex(&[0, 15, 255]), "000fff");
+    }
+
+    fn descriptor_of(data: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: "application/wasm".into(),
+            digest: format!("sha256:{}", hex(&Sha256::digest(data))),
+            size: data.len() as u64,
+            platform: None,
+        }
+    }
+
+    #[test]
+    fn chunks_are_checked_for_order_size_and_digest() {
+        let data = b"\0asm\x01\0\0\0";
+        let descriptor = descriptor_of(data);
+        let mut check = Check::new(&descriptor).unwrap();
+        check.chunk(0, &data[..3]).unwrap();
+        check.chunk(3, &data[3..]).unwrap();
+        check.chunk(8, b"").unwrap();
+        check.finish().unwrap();
+
+        let err = |steps: &[(i64, &[u8])], descriptor: &Descriptor| {
+            let mut check = Check::new(descriptor).unwrap();
+            for (offset, chunk) in steps {
+                if let Err(e) = check.chunk(*offset, chunk) {
+                    return e.to_string();
+                }
+            }
+            check.finish().unwrap_err().to_string()
+        };
+        let gap = err(&[(0, &data[..3]), (4, &data[4..])], &descriptor);
+        assert!(gap.contains("offset 4 where 3 was next"), "{gap}");
+        let long = err(&[(0, data), (8, b"x")], &descriptor);
+        assert!(long.contains("larger than its 8 bytes"), "{long}");
+        let short = err(&[(0, &data[..5])], &descriptor);
+        assert!(short.contains("5 bytes, not the 8"), "{short}");
+        let mut other = data.to_vec();
+        other[7] = 1;
+        let wrong = err(&[(0, &other)], &descriptor);
+        assert!(
+            wrong.contains("digest is sha256:") && wrong.contains(&descriptor.digest),
+            "{wrong}"
+        );
+        let bad = Descriptor {
+            digest: "sha512:00".into(),
+            ..descriptor
+        };
+        assert!(Check::new(&bad).is_err());
+    }
+
+    #[test]
+    fn a_sealed_memfd_reads_from_the_start_and_cannot_change() {
+        use std::io::Read;
+        let mut file = new_memfd().unwrap();
+        file.write_all(b"\0asm\x01\0\0\0").unwrap();
+        let mut sealed = File::from(seal(file).unwrap());
+        let mut read = Vec::new();
+        sealed.read_to_end(&mut read).unwrap();
+        assert_eq!(read, b"\0asm\x01\0\0\0");
+        assert!(sealed.write_all(b"x").is_err(), "write after F_SEAL_WRITE");
+        assert!(sealed.set_len(1).is_err(), "shrink after F_SEAL_SHRINK");
+        assert!(sealed.set_len(100).is_err(), "grow after F_SEAL_GROW");
+        let seals = fcntl(&sealed, FcntlArg::F_GET_SEALS).unwrap();
+        assert_eq!(
+            SealFlag::from_bits_truncate(seals),
+            SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_SEAL
+        );
+        let flags = fcntl(&sealed, FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0, "close-on-exec");
+    }
+
+    #[test]
+    fn descriptors_parse_without_optional_fields() {
+        let d: Descriptor = serde_json::from_str(&format!(
+            r#"{{"digest":"{DIGEST_A}","size":3,"annotations":{{"a":"b"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!((d.media_type.as_str(), d.size, d.platform), ("", 3, None));
+    }
+}

@@ -1,0 +1,170 @@
+//! End-to-end tests of the compiled-code cache: an entry is written by the
+//! first start and loaded by the next, a damaged entry is recompiled
+//! instead of run, concurrent first starts compile once, and the runtime
+//! options move or turn off the cache.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Containerd, containerd};
+
+/// The cache of the fixture's containerd when no option names one.
+fn default_dir(ctrd: &Containerd) -> PathBuf {
+    ctrd.dir().join("state/io.containerd.wasmtime.v1/cache")
+}
+
+/// The cache's entries (compiled code), sorted.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.extension().is_some_and(|e| e == "cwasm"));
+    found.sort();
+    found
+}
+
+/// The shim's cache log lines for task `id`.
+fn cache_lines(ctrd: &Containerd, id: &str) -> Vec<String> {
+    ctrd.log()
+        .lines()
+        .filter(|l| l.contains(&format!("task {id}: compiled-code cache")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn run_hello(ctrd: &Containerd, id: &str) {
+    let run = ctrd.run("hello", id, &[]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "hello from wasm\n"),
+        "{run:?}"
+    );
+    ctrd.assert_clean(id);
+}
+
+#[test]
+fn the_second_start_loads_what_the_first_stored() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("hello");
+    run_hello(&ctrd, "cache-first");
+    let dir = default_dir(&ctrd);
+    let stored = entries(&dir);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let lines = cache_lines(&ctrd, "cache-first");
+    assert!(lines.iter().any(|l| l.contains("stored")), "{lines:?}");
+    // Only root may write the cache: it holds code the shim will run.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&stored[0]).unwrap());
+
+    run_hello(&ctrd, "cache-second");
+    let lines = cache_lines(&ctrd, "cache-second");
+    assert!(lines.iter().any(|l| l.contains("hit")), "{lines:?}");
+    let again = entries(&dir);
+    assert_eq!(again, stored);
+    let same = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&again[0]).unwrap());
+    assert_eq!(same, inode, "a hit must not rewrite the entry");
+}
+
+#[test]
+fn a_truncated_or_altered_entry_is_recompiled_not_run() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("hello");
+    run_hello(&ctrd, "damage-0");
+    let dir = default_dir(&ctrd);
+    let entry = entries(&dir).pop().expect("an entry after the first start");
+    let good = std::fs::read(&entry).unwrap();
+
+    // Truncated: half of it.
+    std::fs::write(&entry, &good[..good.len() / 2]).unwrap();
+    run_hello(&ctrd, "damage-1");
+    let lines = cache_lines(&ctrd, "damage-1");
+    assert!(
+        lines.iter().any(|l| l.contains("stored")),
+        "recompiled: {lines:?}"
+    );
+    assert_eq!(std::fs::read(&entry).unwrap().len(), good.len());
+    assert!(
+        ctrd.log().contains(&entry.display().to_string()),
+        "the damage is logged by name"
+    );
+
+    // Altered: one byte of code flipped, same size.
+    let mut altered = std::fs::read(&entry).unwrap();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 0xff;
+    std::fs::write(&entry, &altered).unwrap();
+    run_hello(&ctrd, "damage-2");
+    let lines = cache_lines(&ctrd, "damage-2");
+    assert!(
+        lines.iter().any(|l| l.contains("stored")),
+        "recompiled: {lines:?}"
+    );
+    assert_ne!(std::fs::read(&entry).unwrap()[middle], altered[middle]);
+
+    // And the repaired entry is used again.
+    run_hello(&ctrd, "damage-3");
+    let lines = cache_lines(&ctrd, "damage-3");
+    assert!(lines.iter().any(|l| l.contains("hit")), "{lines:?}");
+}
+
+#[test]
+fn concurrent_first_starts_compile_once() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("big");
+    let ids = ["big-a", "big-b", "big-c"];
+    let runs: Vec<_> = ids
+        .iter()
+        .map(|id| ctrd.spawn_run("big", id, &[], std::process::Stdio::null()))
+        .collect();
+    for (id, ctr) in ids.iter().zip(runs) {
+        let out = ctr.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ctrd.assert_clean(id);
+    }
+    assert_eq!(entries(&default_dir(&ctrd)).len(), 1);
+    let lines: Vec<String> = ids.iter().flat_map(|id| cache_lines(&ctrd, id)).collect();
+    let stored = lines.iter().filter(|l| l.contains("stored")).count();
+    let hits = lines.iter().filter(|l| l.contains("hit")).count();
+    assert_eq!(
+        (stored, hits),
+        (1, 2),
+        "one compiles, the others wait for it: {lines:?}"
+    );
+}
+
+#[test]
+fn runtime_options_move_or_turn_off_the_cache() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("hello");
+    let custom = ctrd.dir().join("custom-cache");
+    let options = ctrd.dir().join("options.toml");
+    std::fs::write(&options, format!("CacheDir = \"{}\"\n", custom.display())).unwrap();
+    let flag = format!("--runtime-config-path={}", options.display());
+    let run = ctrd.run_with("hello", "moved", &[&flag], &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(entries(&custom).len(), 1);
+    assert!(entries(&default_dir(&ctrd)).is_empty());
+
+    let off = ctrd.dir().join("off.toml");
+    std::fs::write(&off, "CacheMaxBytes = 0\n").unwrap();
+    let flag = format!("--runtime-config-path={}", off.display());
+    let run = ctrd.run_with("hello", "uncached", &[&flag], &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(entries(&default_dir(&ctrd)).is_empty());
+
+    let typo = ctrd.dir().join("typo.toml");
+    std::fs::write(&typo, "CacheDri = \"/x\"\n").unwrap();
+    let flag = format!("--runtime-config-path={}", typo.display());
+    let run = ctrd.run_with("hello", "typo", &[&flag], &[]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("CacheDri"), "{}", run.stderr);
+    ctrd.assert_clean("typo");
+}

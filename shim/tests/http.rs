@@ -1,0 +1,225 @@
+//! End-to-end tests of `wasi:http/proxy` components served by the shim:
+//! requests from a real HTTP client (curl) on loopback, each answered by a
+//! fresh instance, the guest's per-request lines in the container's log,
+//! a drain on SIGTERM and an immediate stop on a second signal.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Containerd, containerd, wait_for};
+
+/// Far beyond the compile of the Python component on a busy machine.
+const COMPILE: Duration = Duration::from_secs(300);
+
+/// Runtime options that give every test of this file one cache, so the
+/// Python component is compiled once (the others wait for that compile).
+fn shared_cache() -> String {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http-test-cache");
+    let options = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http-test-options.toml");
+    std::fs::write(&options, format!("CacheDir = \"{}\"\n", dir.display())).unwrap();
+    format!("--runtime-config-path={}", options.display())
+}
+
+/// A free port on loopback, for a container on the host's network.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `curl` of `path`: (status, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "30", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("run curl (make deps installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Starts the HTTP component on the host's network, listening on
+/// `127.0.0.1:<port>` through `var`, with ctr attached to its output.
+fn serve(ctrd: &Containerd, id: &str, var: &str, port: u16) -> Child {
+    let env = format!("{var}=127.0.0.1:{port}");
+    let image = common::image("python-http");
+    let options = shared_cache();
+    let ctr = ctrd
+        .ctr_command(&[
+            "run",
+            "--rm",
+            "--net-host",
+            "--runtime",
+            common::RUNTIME,
+            &options,
+            "--env",
+            &env,
+            &image,
+            id,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first Create compiles 18 MB while other tests do the same.
+    ctrd.wait_status_within(id, "RUNNING", COMPILE);
+    wait_for("the server to answer", Duration::from_secs(30), || {
+        get(port, "/ready").0 == 200
+    });
+    ctr
+}
+
+/// Waits for ctr to end and returns its status and the container's stdout.
+fn finish(mut ctr: Child, id: &str) -> (i32, String) {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = ctr.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{id} did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    ctr.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    (status, stdout)
+}
+
+fn kill(ctrd: &Containerd, id: &str, signal: &str) {
+    let out = ctrd.ctr(&["task", "kill", "--signal", signal, id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serves_requests_and_logs_each_one() {
+    if !common::programs_built() {
+        return;
+    }
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("python-http");
+    let port = free_port();
+    let ctr = serve(&ctrd, "http-serve", "WASI_HTTP_LISTEN_ADDR", port);
+    for path in ["/a", "/b/c", "/a"] {
+        assert_eq!(
+            get(port, path),
+            (200, format!("hello from python http {path}\n"))
+        );
+    }
+    assert_eq!(get(port, "/status/418").0, 418);
+    // Each request is a fresh instance: concurrent ones all succeed.
+    let many: Vec<_> = (0..8)
+        .map(|i| std::thread::spawn(move || get(port, &format!("/n{i}"))))
+        .collect();
+    for (i, request) in many.into_iter().enumerate() {
+        assert_eq!(
+            request.join().unwrap(),
+            (200, format!("hello from python http /n{i}\n"))
+        );
+    }
+    kill(&ctrd, "http-serve", "SIGTERM");
+    let (status, stdout) = finish(ctr, "http-serve");
+    assert_eq!(status, 0, "a drained server exits 0: {stdout}");
+    for line in [
+        "request GET /a",
+        "request GET /b/c",
+        "request GET /status/418",
+        "request GET /n7",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    assert_eq!(stdout.lines().filter(|l| *l == "request GET /a").count(), 2);
+    ctrd.assert_clean("http-serve");
+}
+
+#[test]
+fn the_peer_shims_variable_sets_the_address() {
+    if !common::programs_built() {
+        return;
+    }
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("python-http");
+    let port = free_port();
+    let ctr = serve(&ctrd, "http-peer", "WASMTIME_HTTP_PROXY_SOCKET_ADDR", port);
+    assert_eq!(
+        get(port, "/x"),
+        (200, "hello from python http /x\n".to_string())
+    );
+    kill(&ctrd, "http-peer", "SIGTERM");
+    assert_eq!(finish(ctr, "http-peer").0, 0);
+    ctrd.assert_clean("http-peer");
+}
+
+#[test]
+fn sigterm_drains_the_request_in_flight_and_a_second_signal_stops_at_once() {
+    if !common::programs_built() {
+        return;
+    }
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("python-http");
+    let port = free_port();
+    let ctr = serve(&ctrd, "http-drain", "WASI_HTTP_LISTEN_ADDR", port);
+    // A request that takes 2 s is in flight when SIGTERM arrives: it is
+    // answered in full, then the task exits 0.
+    let slow = std::thread::spawn(move || get(port, "/sleep/2"));
+    std::thread::sleep(Duration::from_millis(500));
+    kill(&ctrd, "http-drain", "SIGTERM");
+    assert_eq!(
+        slow.join().unwrap(),
+        (200, "hello from python http /sleep/2\n".to_string())
+    );
+    assert_eq!(finish(ctr, "http-drain").0, 0);
+    ctrd.assert_clean("http-drain");
+
+    let ctr = serve(&ctrd, "http-stop", "WASI_HTTP_LISTEN_ADDR", port);
+    let slow = std::thread::spawn(move || get(port, "/sleep/60"));
+    std::thread::sleep(Duration::from_millis(500));
+    kill(&ctrd, "http-stop", "SIGTERM");
+    std::thread::sleep(Duration::from_millis(200));
+    let second = Instant::now();
+    kill(&ctrd, "http-stop", "SIGTERM");
+    assert_eq!(finish(ctr, "http-stop").0, 143);
+    assert!(
+        second.elapsed() < Duration::from_secs(10),
+        "the second signal stops it at once"
+    );
+    assert_ne!(slow.join().unwrap().0, 200);
+    ctrd.assert_clean("http-stop");
+}
+
+#[test]
+fn an_address_in_use_fails_create_by_name() {
+    if !common::programs_built() {
+        return;
+    }
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("python-http");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let env = format!("WASI_HTTP_LISTEN_ADDR=127.0.0.1:{port}");
+    let options = shared_cache();
+    let flags = ["--net-host", options.as_str(), "--env", env.as_str()];
+    let run = ctrd.run_with("python-http", "http-taken", &flags, &[]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
+    ctrd.assert_clean("http-taken");
+}
