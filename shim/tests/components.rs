@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Containerd, containerd};
 
@@ -17,20 +17,7 @@ const HANG: Duration = Duration::from_secs(10);
 fn kill_running(ctrd: &Containerd, id: &str, args: &[&str], signal: &str) -> i32 {
     let mut ctr = ctrd.spawn_run("component", id, args, Stdio::null());
     ctrd.wait_status(id, "RUNNING");
-    let kill = ctrd.ctr(&["task", "kill", "--signal", signal, id]);
-    assert!(
-        kill.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kill.stderr)
-    );
-    let start = Instant::now();
-    loop {
-        if let Some(status) = ctr.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(start.elapsed() < HANG, "{id} did not end after {signal}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ctrd.kill_and_wait(&mut ctr, id, signal, HANG)
 }
 
 #[test]
@@ -129,16 +116,7 @@ mod programs {
         let args = ["/python-cli.wasm", "sleep", "600"];
         let mut ctr = ctrd.spawn_run("python-cli", "py-sleep", &args, Stdio::null());
         ctrd.wait_status("py-sleep", "RUNNING");
-        let kill = ctrd.ctr(&["task", "kill", "--signal", "SIGTERM", "py-sleep"]);
-        assert!(kill.status.success());
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = ctr.try_wait().unwrap() {
-                break status.code().unwrap_or(-1);
-            }
-            assert!(start.elapsed() < HANG, "py-sleep did not end after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = ctrd.kill_and_wait(&mut ctr, "py-sleep", "SIGTERM", HANG);
         assert_eq!(status, 143);
         ctrd.assert_clean("py-sleep");
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Containerd, containerd, wait_for};
 
@@ -67,20 +67,7 @@ fn kill_running(ctrd: &Containerd, name: &str, id: &str, signal: &str, first_lin
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, first_line);
     ctrd.wait_status(id, "RUNNING");
-    let kill = ctrd.ctr(&["task", "kill", "--signal", signal, id]);
-    assert!(
-        kill.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kill.stderr)
-    );
-    let start = Instant::now();
-    loop {
-        if let Some(status) = ctr.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(start.elapsed() < HANG, "{id} did not end after {signal}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ctrd.kill_and_wait(&mut ctr, id, signal, HANG)
 }
 
 #[test]

@@ -76,17 +76,7 @@ fn serve(ctrd: &Containerd, id: &str, var: &str, port: u16) -> Child {
 
 /// Waits for ctr to end and returns its status and the container's stdout.
 fn finish(mut ctr: Child, id: &str) -> (i32, String) {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = ctr.try_wait().unwrap() {
-            break status.code().unwrap_or(-1);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{id} did not end"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::exit_status_within(&mut ctr, id, Duration::from_secs(30));
     let mut stdout = String::new();
     ctr.stdout
         .take()
@@ -94,15 +84,6 @@ fn finish(mut ctr: Child, id: &str) -> (i32, String) {
         .read_to_string(&mut stdout)
         .unwrap();
     (status, stdout)
-}
-
-fn kill(ctrd: &Containerd, id: &str, signal: &str) {
-    let out = ctrd.ctr(&["task", "kill", "--signal", signal, id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -131,7 +112,7 @@ fn serves_requests_and_logs_each_one() {
             (200, format!("hello from python http /n{i}\n"))
         );
     }
-    kill(&ctrd, "http-serve", "SIGTERM");
+    ctrd.kill("http-serve", "SIGTERM");
     let (status, stdout) = finish(ctr, "http-serve");
     assert_eq!(status, 0, "a drained server exits 0: {stdout}");
     for line in [
@@ -159,7 +140,7 @@ fn the_peer_shims_variable_sets_the_address() {
         get(port, "/x"),
         (200, "hello from python http /x\n".to_string())
     );
-    kill(&ctrd, "http-peer", "SIGTERM");
+    ctrd.kill("http-peer", "SIGTERM");
     assert_eq!(finish(ctr, "http-peer").0, 0);
     ctrd.assert_clean("http-peer");
 }
@@ -177,7 +158,7 @@ fn sigterm_drains_the_request_in_flight_and_a_second_signal_stops_at_once() {
     // answered in full, then the task exits 0.
     let slow = std::thread::spawn(move || get(port, "/sleep/2"));
     std::thread::sleep(Duration::from_millis(500));
-    kill(&ctrd, "http-drain", "SIGTERM");
+    ctrd.kill("http-drain", "SIGTERM");
     assert_eq!(
         slow.join().unwrap(),
         (200, "hello from python http /sleep/2\n".to_string())
@@ -188,10 +169,10 @@ fn sigterm_drains_the_request_in_flight_and_a_second_signal_stops_at_once() {
     let ctr = serve(&ctrd, "http-stop", "WASI_HTTP_LISTEN_ADDR", port);
     let slow = std::thread::spawn(move || get(port, "/sleep/60"));
     std::thread::sleep(Duration::from_millis(500));
-    kill(&ctrd, "http-stop", "SIGTERM");
+    ctrd.kill("http-stop", "SIGTERM");
     std::thread::sleep(Duration::from_millis(200));
     let second = Instant::now();
-    kill(&ctrd, "http-stop", "SIGTERM");
+    ctrd.kill("http-stop", "SIGTERM");
     assert_eq!(finish(ctr, "http-stop").0, 143);
     assert!(
         second.elapsed() < Duration::from_secs(10),

@@ -13,6 +13,8 @@ pub enum Flavor {
     Http,
 }
 
+/// Allocations from this size on are mmapped (glibc's default start).
+const MMAP_THRESHOLD: libc::c_int = 128 << 10;
 /// Instances an HTTP container may hold at once (requests in flight).
 const HTTP_INSTANCES: u32 = 256;
 /// The largest linear memory one request's instance may grow to.
@@ -59,6 +61,13 @@ pub fn engine(flavor: Flavor) -> Result<Engine> {
 /// child being in its cgroup), bounded by its CFS quota. Call it once,
 /// before the first compilation.
 pub fn size_compile_threads(cpu_limit: Option<usize>) {
+    // glibc raises its mmap threshold (up to 32 MB) each time a large
+    // mmapped block is freed, after which the compiler's large buffers
+    // land in the arenas of its threads, where fragmentation keeps tens
+    // of MB after malloc_trim. A fixed threshold keeps them mmapped, and
+    // freeing them gives them back.
+    // SAFETY: mallopt only changes allocator parameters.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
     let threads = cpus(cpu_limit);
     // Fails only when the pool already exists, which leaves it as it is.
     let _ = rayon::ThreadPoolBuilder::new()

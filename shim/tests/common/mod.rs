@@ -144,6 +144,21 @@ pub(crate) fn images_dir() -> &'static Path {
     })
 }
 
+/// Waits for a `ctr` process to end and returns its exit status.
+pub fn exit_status_within(ctr: &mut Child, what: &str, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = ctr.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not end within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Whether the toolchain-built program images (`make programs`: a C
 /// module, Python components) exist; says why not. Under `make test`
 /// (REQUIRE_MATRIX) a missing one is a failure, not a skip.
@@ -411,6 +426,24 @@ impl Containerd {
 
     pub fn wait_status(&self, id: &str, status: &str) {
         self.wait_status_within(id, status, Duration::from_secs(30));
+    }
+
+    /// Sends `signal` to task `id` with `ctr task kill`.
+    pub fn kill(&self, id: &str, signal: &str) {
+        let out = self.ctr(&["task", "kill", "--signal", signal, id]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Sends `signal` to the running task `id`, whose `ctr run` is `ctr`,
+    /// and returns ctr's exit status; fails if it does not end within
+    /// `limit`.
+    pub fn kill_and_wait(&self, ctr: &mut Child, id: &str, signal: &str, limit: Duration) -> i32 {
+        self.kill(id, signal);
+        exit_status_within(ctr, &format!("{id} after {signal}"), limit)
     }
 
     /// As [`Self::wait_status`], for a Create that compiles a large module.
