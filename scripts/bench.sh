@@ -10,7 +10,9 @@
 # native hello, and 10 idle native containers. BENCH_RUNS sets the
 # number of runs (default 20). The pod rows come from shim/benches/pods.rs
 # (pods through the CRI API, under this shim and under runc; BENCH_POD_RUNS,
-# default 10).
+# default 10). The rows of real programs (a Python component, the big
+# module, a Python wasi:http server) come from bench-programs.sh, beside
+# the wasmtime CLI.
 set -euo pipefail
 
 shim=$(realpath "${1:?usage: bench.sh SHIM IMAGES_DIR WORK_DIR}")
@@ -78,12 +80,14 @@ pss() {
     echo "$total"
 }
 
-# Starts idle containers up to `count` and prints their PSS (kB).
+# Starts idle containers up to `count` (with the args after it, if any)
+# and prints their PSS (kB).
 idle() {
     local runtime=$1 image=$2 prefix=$3 count=$4 i
+    shift 4
     for i in $(seq "$count"); do
         "${ctr[@]}" task ls -q | grep -qx "$prefix-$i" && continue
-        "${ctr[@]}" run -d --runtime "$runtime" "$image" "$prefix-$i" >/dev/null
+        "${ctr[@]}" run -d --runtime "$runtime" "$image" "$prefix-$i" "$@" >/dev/null
     done
     sleep 1
     pss "$prefix-"
@@ -116,6 +120,11 @@ theirs_10=$(idle "$theirs" "$ref/native-sleep:latest" native-idle 10)
 stop_all native-idle
 ours_native_10=$(idle "$ours" "$ref/native-sleep:latest" ours-native-idle 10)
 stop_all ours-native-idle
+echo "running the program benchmarks (Python component, big module, HTTP)..." >&2
+# shellcheck source=bench-programs.sh
+. "$here/bench-programs.sh"
+row() { printf '| %-44s | %-22s | %-22s |\n' "$1" "$2" "$3"; }
+program_table=$(program_rows)
 echo "running the pod benchmarks (${BENCH_POD_RUNS:-10} runs each)..." >&2
 pod_rows=$(cd "$here/.." && cargo bench -q -p containerd-shim-wasmtime --bench pods -- \
     "${BENCH_POD_RUNS:-10}" | grep '^|')
@@ -131,3 +140,4 @@ printf '| %-44s | %-22s | %-22s |\n' "PSS, 10 idle native containers (MB)" "$(mb
 while IFS='|' read -r _ what ours_cell theirs_cell _; do
     printf '| %-44s | %-22s | %-22s |\n' "$(echo $what)" "$(echo $ours_cell)" "$(echo $theirs_cell)"
 done <<<"$pod_rows"
+echo "$program_table"
