@@ -288,6 +288,13 @@ impl CacheLink {
         }
     }
 
+    /// Records that the store after the last miss was made by another
+    /// process on this same socket (the child's forked compiler), so the
+    /// next lookup may be asked.
+    pub fn stored_by_fork(&mut self) {
+        self.missed = None;
+    }
+
     /// `Ok(Some(entry))` on a hit; `Ok(None)` on a miss, after which the
     /// link must [`store`](Self::store) the compiled code or be dropped;
     /// also `Ok(None)` when the shim has no cache, after which `store` does

@@ -212,11 +212,12 @@ fn prepare_wasm(
     // every thread started later (compiler, signals, server) inherits it.
     sandbox::drop_privileges(&config, Workload::Wasm)?;
     signals::spawn_watcher().map_err(Error::io("start the signal thread"))?;
-    crate::wasm::engine::size_compile_threads(config.cpu_limit);
+    let threads = crate::wasm::engine::cpus(config.cpu_limit);
     let prepared = prepare(
         module_arg,
         bytes,
         &config.env,
+        threads,
         cache,
         &signals::watch_engine,
     )?;

@@ -735,7 +735,11 @@ fn converse(cache: Option<&Cache>, socket: &UnixStream) -> Result<Summary> {
                 };
                 match cache.lookup_for(&key, socket) {
                     Ok(Found::Hit(entry)) => {
-                        summary.outcome = Outcome::Hit;
+                        // A child whose forked compiler just stored the
+                        // entry looks it up again: that start compiled.
+                        if !matches!(summary.outcome, Outcome::Stored { .. }) {
+                            summary.outcome = Outcome::Hit;
+                        }
                         reply(socket, &Reply::Hit, Some(&entry))?;
                     }
                     Ok(Found::Miss(lock)) => {

@@ -368,7 +368,11 @@ fn a_create_abandoned_by_its_caller_is_undone() {
     assert!(run.stderr.contains("deadline exceeded"), "{run:?}");
     // Still compiling: containerd has given up on it (and stopped reading
     // its log), but the shim finishes the Create and then undoes it.
-    assert_eq!(common::child_pids(id).len(), 1, "the create is under way");
+    // The child and, while it compiles, its forked compiler.
+    assert!(
+        !common::child_pids(id).is_empty(),
+        "the create is under way"
+    );
     wait_for(
         "the shim to undo the create and exit",
         Duration::from_secs(120),

@@ -3,10 +3,11 @@
 //! and handed to the shim for the cache.
 //!
 //! Code loaded from a cache entry is mapped from the entry's file, so its
-//! pages are shared by every container that runs the module. A freshly
-//! compiled module is loaded back from the entry the shim just wrote, for
-//! the same sharing, and the memory the compiler used is returned to the
-//! kernel before the guest runs.
+//! pages are shared by every container that runs the module. On a miss
+//! the module is compiled in a forked process of the child, which hands
+//! the code to the shim and exits: all the memory the compiler used goes
+//! with it (freed heap would otherwise stay with the child, tens of MB for
+//! an 18 MB component), and the child maps the entry the shim just wrote.
 
 use std::fs::File;
 
@@ -38,10 +39,11 @@ pub fn load(
     engine: &Engine,
     shape: Shape,
     bytes: &[u8],
+    threads: usize,
     cache: Option<&mut CacheLink>,
 ) -> wasmtime::Result<Code> {
     let Some(link) = cache else {
-        return compile(engine, shape, bytes);
+        return compile(engine, shape, bytes, threads);
     };
     let key = key(bytes, engine);
     // A cache that fails to answer is not a reason to fail the container:
@@ -51,14 +53,86 @@ pub fn load(
             if let Ok(code) = deserialize(engine, shape, &entry) {
                 return Ok(code);
             }
-            compile(engine, shape, bytes)
+            compile(engine, shape, bytes, threads)
         }
-        Ok(None) => compile_and_store(engine, shape, bytes, link, &key),
-        Err(_) => compile(engine, shape, bytes),
+        Ok(None) => match compile_in_fork(engine, shape, bytes, threads, link, &key) {
+            Forked::Stored => {
+                link.stored_by_fork();
+                match link.lookup(&key) {
+                    Ok(Some(entry)) => deserialize(engine, shape, &entry)
+                        .or_else(|_| compile(engine, shape, bytes, threads)),
+                    _ => compile(engine, shape, bytes, threads),
+                }
+            }
+            // The compiler's own message, from a compile here; the link
+            // is done with (its miss is still pending in the shim).
+            Forked::Failed => compile(engine, shape, bytes, threads),
+            Forked::Unavailable => compile_and_store(engine, shape, bytes, threads, link, &key),
+        },
+        Err(_) => compile(engine, shape, bytes, threads),
     }
 }
 
-fn compile(engine: &Engine, shape: Shape, bytes: &[u8]) -> wasmtime::Result<Code> {
+/// How a compile in a forked process went.
+enum Forked {
+    /// The shim stored the entry.
+    Stored,
+    /// The module did not compile, or the shim did not take it.
+    Failed,
+    /// No process could be forked (a seccomp profile may refuse it).
+    Unavailable,
+}
+
+/// Compiles in a forked process that sends the code to the shim over
+/// `link` and exits. Run before any thread but the signal watcher exists
+/// (the compile pool is made in the fork), so the fork has the child's
+/// memory and nothing of another thread's work in progress.
+fn compile_in_fork(
+    engine: &Engine,
+    shape: Shape,
+    bytes: &[u8],
+    threads: usize,
+    link: &mut CacheLink,
+    key: &str,
+) -> Forked {
+    // SAFETY: the child is single-threaded here but for the signal thread,
+    // which only waits in sigwait and holds no lock; glibc's fork keeps
+    // the allocator usable in the new process. The forked process only
+    // compiles, writes to the cache socket and leaves with _exit, never
+    // returning into the caller's frames.
+    match unsafe { nix::unistd::fork() } {
+        Err(_) => Forked::Unavailable,
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's
+            // parent-death signal: if the child is killed, so is its compiler.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            crate::wasm::engine::size_compile_threads(threads);
+            let compiled = match shape {
+                Shape::Module => engine.precompile_module(bytes),
+                Shape::Component => engine.precompile_component(bytes),
+            };
+            let stored = compiled.map(|code| link.store(key, &code));
+            let status = if matches!(stored, Ok(Ok(Some(_)))) {
+                0
+            } else {
+                1
+            };
+            // SAFETY: _exit ends the forked process without running the
+            // destructors and atexit handlers that belong to the child.
+            unsafe { libc::_exit(status) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => break Forked::Stored,
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => break Forked::Failed,
+            }
+        },
+    }
+}
+
+fn compile(engine: &Engine, shape: Shape, bytes: &[u8], threads: usize) -> wasmtime::Result<Code> {
+    crate::wasm::engine::size_compile_threads(threads);
     let code = match shape {
         Shape::Module => Code::Module(Module::new(engine, bytes)?),
         Shape::Component => Code::Component(Component::new(engine, bytes)?),
@@ -67,16 +141,19 @@ fn compile(engine: &Engine, shape: Shape, bytes: &[u8]) -> wasmtime::Result<Code
     Ok(code)
 }
 
-/// After a miss: compiles to the serialized form, which the shim writes
-/// as the entry, then maps the entry. The serialized bytes are our own
+/// After a miss, where no process can be forked: compiles here to the
+/// serialized form, which the shim writes as the entry, then maps the
+/// entry. The serialized bytes are our own
 /// compiler's output from this very process, before any guest ran.
 fn compile_and_store(
     engine: &Engine,
     shape: Shape,
     bytes: &[u8],
+    threads: usize,
     link: &mut CacheLink,
     key: &str,
 ) -> wasmtime::Result<Code> {
+    crate::wasm::engine::size_compile_threads(threads);
     let compiled = match shape {
         Shape::Module => engine.precompile_module(bytes)?,
         Shape::Component => engine.precompile_component(bytes)?,

@@ -56,11 +56,11 @@ pub fn engine(flavor: Flavor) -> Result<Engine> {
     Engine::new(&config).map_err(failed)
 }
 
-/// Sizes the thread pool wasmtime compiles on to the CPUs the container
-/// may use: those it may run on (its cpuset is already in force, the
-/// child being in its cgroup), bounded by its CFS quota. Call it once,
-/// before the first compilation.
-pub fn size_compile_threads(cpu_limit: Option<usize>) {
+/// Sizes the thread pool wasmtime compiles on to `threads`, the CPUs the
+/// container may use ([`cpus`]). Call it in the process that compiles,
+/// before its first compilation: a pool made before a fork has no
+/// threads in the forked process.
+pub fn size_compile_threads(threads: usize) {
     // glibc raises its mmap threshold (up to 32 MB) each time a large
     // mmapped block is freed, after which the compiler's large buffers
     // land in the arenas of its threads, where fragmentation keeps tens
@@ -68,7 +68,6 @@ pub fn size_compile_threads(cpu_limit: Option<usize>) {
     // freeing them gives them back.
     // SAFETY: mallopt only changes allocator parameters.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
-    let threads = cpus(cpu_limit);
     // Fails only when the pool already exists, which leaves it as it is.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -76,8 +75,9 @@ pub fn size_compile_threads(cpu_limit: Option<usize>) {
         .build_global();
 }
 
-/// The CPUs the container may use: those it may run on, bounded by its
-/// CFS quota (`cpu_limit`). The HTTP server's workers use as many.
+/// The CPUs the container may use: those it may run on (its cpuset is in
+/// force, the child being in its cgroup), bounded by its CFS quota
+/// (`cpu_limit`). The compiler and the HTTP server's workers use as many.
 pub fn cpus(cpu_limit: Option<usize>) -> usize {
     let allowed = std::thread::available_parallelism().map_or(1, usize::from);
     cpu_limit.map_or(allowed, |limit| limit.min(allowed)).max(1)

@@ -57,13 +57,15 @@ pub fn split_entry(arg0: &str) -> (&str, &str) {
 }
 
 /// Compiles (or loads from the cache) and links the module named by
-/// `arg0`, whose bytes are `bytes`. The engine the guest needs is made
+/// `arg0`, whose bytes are `bytes`, on `threads` compile threads. The
+/// engine the guest needs is made
 /// here; a command's is given to `on_engine` (the signal thread
 /// interrupts it).
 pub fn prepare(
     arg0: &str,
     bytes: &[u8],
     env: &[(String, String)],
+    threads: usize,
     cache: Option<&mut CacheLink>,
     on_engine: &dyn Fn(&wasmtime::Engine),
 ) -> Result<Prepared> {
@@ -89,7 +91,7 @@ pub fn prepare(
     if flavor == Flavor::Command {
         on_engine(&engine);
     }
-    let code = compile::load(&engine, shape, bytes, cache)
+    let code = compile::load(&engine, shape, bytes, threads, cache)
         .map_err(|e| fail(format!("cannot compile: {e:#}")))?;
     let func = (entry != DEFAULT_ENTRY).then_some(entry);
     let prepared = match (code, flavor) {

@@ -7,7 +7,7 @@ fn wat(text: &str) -> Vec<u8> {
 }
 
 fn prepared(bytes: &[u8], arg0: &str) -> Result<Prepared> {
-    prepare(arg0, bytes, &[], None, &|_| {})
+    prepare(arg0, bytes, &[], 1, None, &|_| {})
 }
 
 fn status(bytes: &[u8], arg0: &str) -> i32 {
