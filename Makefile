@@ -19,7 +19,7 @@ VERSIONS   := $(DEV)/versions
 # The containerd releases the suites also run on, beside the system's 1.6.
 MATRIX     := 1.7.24 2.1.9
 
-.PHONY: all deps versions build install programs images run stop test lint bench clean
+.PHONY: all deps versions build install programs images run stop test lint bench clean wasmtime-cli
 
 all: build
 
@@ -84,7 +84,14 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-bench: deps build images
+# The wasmtime CLI of the version the shim embeds, the peer of the
+# program rows of make bench (a release build of about 25 minutes).
+WASMTIME_VERSION := 48.0.8
+wasmtime-cli:
+	@test -x $(DEV)/wasmtime/bin/wasmtime || $(CARGO) install wasmtime-cli --version $(WASMTIME_VERSION) \
+		--locked --root $(DEV)/wasmtime --target-dir $(DEV)/wasmtime-build
+
+bench: deps build images wasmtime-cli
 	scripts/bench.sh $(SHIM) $(IMAGES) $(DEV)/bench
 
 clean: stop
