@@ -1,7 +1,7 @@
 //! `wasi:http/proxy` components, served over HTTP/1.1 inside the
 //! container's network namespace: a fresh instance from the pooling
 //! allocator for every request, the guest's output on the container's
-//! stdout and stderr, and a drain of the requests in flight on the first
+//! stdout and stderr in whole lines per request, and a drain of the requests in flight on the first
 //! termination signal.
 
 use std::convert::Infallible;
@@ -24,6 +24,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::GuestEnv;
+use super::lines::{Lines, Target};
 use crate::limits::GuestLimits;
 
 /// The environment variables that name the listen address, ours first,
@@ -255,8 +256,8 @@ async fn call_guest(
     request: hyper::Request<Incoming>,
 ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
     let mut wasi = WasiCtx::builder();
-    wasi.inherit_stdout()
-        .inherit_stderr()
+    wasi.stdout(Lines::new(Target::Stdout))
+        .stderr(Lines::new(Target::Stderr))
         .envs(&server.env)
         .args(&server.args);
     let data = Guest {
