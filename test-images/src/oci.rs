@@ -159,16 +159,7 @@ fn append_entry(
 mod tests {
     use super::*;
     use crate::layer::MTIME;
-    use crate::testutil::{TarEntries, entries, paths_in_order};
-
-    fn blob<'a>(files: &'a TarEntries, descriptor: &Value) -> &'a [u8] {
-        let digest_str = descriptor["digest"].as_str().unwrap();
-        let hex = digest_str.strip_prefix("sha256:").unwrap();
-        let data = &files[&format!("blobs/sha256/{hex}")].data;
-        assert_eq!(digest(data), digest_str, "blob content matches its name");
-        assert_eq!(descriptor["size"].as_u64(), Some(data.len() as u64));
-        data
-    }
+    use crate::testutil::{blob, entries, paths_in_order};
 
     fn hello() -> ImageSpec {
         crate::image("hello").unwrap()

@@ -22,6 +22,21 @@ pub struct TarEntry {
 
 pub type TarEntries = BTreeMap<String, TarEntry>;
 
+/// The blob of an OCI layout that a descriptor names, checked against the
+/// descriptor's digest and size.
+pub fn blob<'a>(files: &'a TarEntries, descriptor: &serde_json::Value) -> &'a [u8] {
+    let named = descriptor["digest"].as_str().unwrap();
+    let hex = named.strip_prefix("sha256:").unwrap();
+    let data = &files[&format!("blobs/sha256/{hex}")].data;
+    assert_eq!(
+        crate::digest::digest(data),
+        named,
+        "blob content matches its name"
+    );
+    assert_eq!(descriptor["size"].as_u64(), Some(data.len() as u64));
+    data
+}
+
 /// Reads every entry of a tar, keyed by path, checking that none carries a user or group name.
 pub fn entries(tar_bytes: &[u8]) -> TarEntries {
     let mut archive = tar::Archive::new(tar_bytes);

@@ -106,11 +106,7 @@ fn compile_in_fork(
             // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's
             // parent-death signal: if the child is killed, so is its compiler.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            crate::wasm::engine::size_compile_threads(threads);
-            let compiled = match shape {
-                Shape::Module => engine.precompile_module(bytes),
-                Shape::Component => engine.precompile_component(bytes),
-            };
+            let compiled = precompile(engine, shape, bytes, threads);
             let stored = compiled.map(|code| link.store(key, &code));
             let status = if matches!(stored, Ok(Ok(Some(_)))) {
                 0
@@ -128,6 +124,21 @@ fn compile_in_fork(
                 _ => break Forked::Failed,
             }
         },
+    }
+}
+
+/// The module or component compiled to its serialized form, on a compile
+/// pool of `threads`.
+fn precompile(
+    engine: &Engine,
+    shape: Shape,
+    bytes: &[u8],
+    threads: usize,
+) -> wasmtime::Result<Vec<u8>> {
+    crate::wasm::engine::size_compile_threads(threads);
+    match shape {
+        Shape::Module => engine.precompile_module(bytes),
+        Shape::Component => engine.precompile_component(bytes),
     }
 }
 
@@ -153,11 +164,7 @@ fn compile_and_store(
     link: &mut CacheLink,
     key: &str,
 ) -> wasmtime::Result<Code> {
-    crate::wasm::engine::size_compile_threads(threads);
-    let compiled = match shape {
-        Shape::Module => engine.precompile_module(bytes)?,
-        Shape::Component => engine.precompile_component(bytes)?,
-    };
+    let compiled = precompile(engine, shape, bytes, threads)?;
     let stored = link.store(key, &compiled);
     let code = match stored {
         Ok(Some(entry)) => match deserialize(engine, shape, &entry) {
