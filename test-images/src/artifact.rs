@@ -22,8 +22,8 @@ use tar::Builder;
 
 use crate::digest::{digest, sha256_hex};
 use crate::oci::{
-    CONFIG_MEDIA_TYPE, CREATED, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, OCI_LAYOUT, TAG, append_dir,
-    append_file, descriptor, to_json,
+    CONFIG_MEDIA_TYPE, CREATED, MANIFEST_MEDIA_TYPE, OCI_LAYOUT, append_dir, append_file,
+    descriptor, index_document, to_json,
 };
 use crate::wasm::{EXIT_WASM, HELLO_WASM};
 
@@ -172,7 +172,7 @@ pub fn artifact_archive(
         "config": descriptor(config_media_type, &config),
         "layers": [descriptor(layer_media_type, wasm)],
     }));
-    let index = to_json(&index_document(&reference, os, &manifest));
+    let index = to_json(&index_document("wasm", os, &reference, &manifest));
 
     let mut archive = Builder::new(Vec::new());
     append_file(&mut archive, "oci-layout", OCI_LAYOUT)?;
@@ -222,28 +222,10 @@ fn oci_config(name: &str, entrypoint: &str) -> Value {
     })
 }
 
-/// The index names the manifest itself, with the platform and the same annotations as the
-/// rootfs images (see `oci.rs`).
-fn index_document(reference: &str, os: &str, manifest: &[u8]) -> Value {
-    let mut entry = descriptor(MANIFEST_MEDIA_TYPE, manifest);
-    entry["platform"] = json!({
-        "architecture": "wasm",
-        "os": os,
-    });
-    entry["annotations"] = json!({
-        "io.containerd.image.name": reference,
-        "org.opencontainers.image.ref.name": TAG,
-    });
-    json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": [entry],
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::INDEX_MEDIA_TYPE;
     use crate::testutil::{TarEntries, blob, entries, paths_in_order};
 
     /// The index's one entry, the manifest, and the config of an archive.

@@ -35,7 +35,12 @@ pub fn image_archive(image: &ImageSpec) -> Result<Vec<u8>> {
         layer_tar(image).with_context(|| format!("failed to build the layer of {reference}"))?;
     let config = to_json(&config_document(image, &digest(&layer)));
     let manifest = to_json(&manifest_document(&config, &layer));
-    let index = to_json(&index_document(image, &reference, &manifest));
+    let index = to_json(&index_document(
+        &image.architecture,
+        &image.os,
+        &reference,
+        &manifest,
+    ));
 
     let mut archive = Builder::new(Vec::new());
     append_file(&mut archive, "oci-layout", OCI_LAYOUT)?;
@@ -103,11 +108,17 @@ fn manifest_document(config: &[u8], layer: &[u8]) -> Value {
 /// The index lists the manifest itself rather than a nested index. containerd 1.6 then makes
 /// the manifest the image target, and for a manifest target it skips the platform check; that
 /// is what lets `ctr run` unpack a wasip1/wasm image on a linux/amd64 host.
-fn index_document(image: &ImageSpec, reference: &str, manifest: &[u8]) -> Value {
+/// Artifacts use it too, with their own platform.
+pub(crate) fn index_document(
+    architecture: &str,
+    os: &str,
+    reference: &str,
+    manifest: &[u8],
+) -> Value {
     let mut entry = descriptor(MANIFEST_MEDIA_TYPE, manifest);
     entry["platform"] = json!({
-        "architecture": image.architecture,
-        "os": image.os,
+        "architecture": architecture,
+        "os": os,
     });
     entry["annotations"] = json!({
         "io.containerd.image.name": reference,
