@@ -23,7 +23,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufRead, IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
@@ -97,8 +97,32 @@ pub fn valid_key(key: &str) -> bool {
 
 /// The path wasmtime's `deserialize_file` opens for a descriptor. Opening
 /// it opens the file again, read-only, with the child's own permissions.
-pub fn fd_path(file: &File) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+/// In the container, `/proc` is whatever the spec and the image make it:
+/// the path is given only when `/proc` is procfs and the path leads to the
+/// descriptor's own file, so that bytes from the image are never taken for
+/// the entry.
+pub fn fd_path(file: &File) -> std::io::Result<PathBuf> {
+    fd_path_in(Path::new("/proc"), file)
+}
+
+fn fd_path_in(proc: &Path, file: &File) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let fs = nix::sys::statfs::statfs(proc)?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(std::io::Error::other(format!(
+            "{} is not procfs",
+            proc.display()
+        )));
+    }
+    let path = proc.join(format!("self/fd/{}", file.as_raw_fd()));
+    let (found, held) = (std::fs::metadata(&path)?, file.metadata()?);
+    if (found.dev(), found.ino()) != (held.dev(), held.ino()) {
+        return Err(std::io::Error::other(format!(
+            "{} is not the cache entry's descriptor",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
 // The wire format.
@@ -569,12 +593,25 @@ mod tests {
     #[test]
     fn fd_path_names_the_descriptor() {
         let file = temp_file(b"abc");
-        let path = fd_path(&file);
+        let path = fd_path(&file).unwrap();
         assert_eq!(
             path,
             PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
         );
         assert_eq!(std::fs::read(path).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn fd_path_refuses_a_proc_that_is_not_procfs() {
+        // An image could ship proc/self/fd/<n> with bytes of its own.
+        let file = temp_file(b"compiled");
+        let fake = std::env::temp_dir().join(format!("fake-proc-{}", std::process::id()));
+        let fds = fake.join("self/fd");
+        std::fs::create_dir_all(&fds).unwrap();
+        std::fs::write(fds.join(file.as_raw_fd().to_string()), b"from the image").unwrap();
+        let refused = fd_path_in(&fake, &file).unwrap_err();
+        std::fs::remove_dir_all(&fake).unwrap();
+        assert!(refused.to_string().contains("is not procfs"), "{refused}");
     }
 
     #[test]
@@ -630,7 +667,7 @@ mod tests {
         let entry = link.store(KEY, b"compiled").unwrap().unwrap();
         assert_eq!(entry.metadata().unwrap().ino(), inode);
         let hit = link.lookup(KEY).unwrap().unwrap();
-        assert_eq!(std::fs::read(fd_path(&hit)).unwrap(), b"compiled");
+        assert_eq!(std::fs::read(fd_path(&hit).unwrap()).unwrap(), b"compiled");
         let flags = nix::fcntl::fcntl(&hit, nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(flags & libc::FD_CLOEXEC, 0, "received close-on-exec");
         drop(link);

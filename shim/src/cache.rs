@@ -814,7 +814,7 @@ mod tests {
     }
 
     fn read(file: &File) -> Vec<u8> {
-        std::fs::read(fd_path(file)).unwrap()
+        std::fs::read(fd_path(file).unwrap()).unwrap()
     }
 
     fn names(cache: &Cache) -> Vec<String> {

@@ -180,8 +180,10 @@ fn compile_and_store(
 
 /// Maps a cache entry the shim handed over: written by the shim from a
 /// compiler's output and verified against its digest before it was sent.
+/// A module is mapped from the descriptor itself; a component (wasmtime
+/// has no `deserialize_open_file` for them) through `/proc/self/fd`, which
+/// [`fd_path`] checks leads to this very descriptor.
 fn deserialize(engine: &Engine, shape: Shape, entry: &File) -> wasmtime::Result<Code> {
-    let path = fd_path(entry);
     // SAFETY: the entry is compiler output written by the shim into a
     // directory only root can write, checked against the digest the shim
     // recorded when it wrote it; nothing from an image or a container is
@@ -189,8 +191,12 @@ fn deserialize(engine: &Engine, shape: Shape, entry: &File) -> wasmtime::Result<
     // replaced by rename, so the mapping stays valid.
     Ok(unsafe {
         match shape {
-            Shape::Module => Code::Module(Module::deserialize_file(engine, &path)?),
-            Shape::Component => Code::Component(Component::deserialize_file(engine, &path)?),
+            Shape::Module => {
+                Code::Module(Module::deserialize_open_file(engine, entry.try_clone()?)?)
+            }
+            Shape::Component => {
+                Code::Component(Component::deserialize_file(engine, fd_path(entry)?)?)
+            }
         }
     })
 }
