@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{Containerd, containerd, wait_for};
@@ -42,13 +43,44 @@ fn get(port: u16, path: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// A served container: ctr attached to it, and its stdout line by line.
+struct Served {
+    ctr: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Served {
+    /// Waits until the guest prints `want`, e.g. the line a request logs
+    /// when the guest has it in hand.
+    fn wait_line(&mut self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line == want;
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(e) => panic!(
+                    "no {want:?} on the container's stdout ({e}): {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+}
+
 /// Starts the HTTP component on the host's network, listening on
 /// `127.0.0.1:<port>` through `var`, with ctr attached to its output.
-fn serve(ctrd: &Containerd, id: &str, var: &str, port: u16) -> Child {
+fn serve(ctrd: &Containerd, id: &str, var: &str, port: u16) -> Served {
     let env = format!("{var}=127.0.0.1:{port}");
     let image = common::image("python-http");
     let options = shared_cache();
-    let ctr = ctrd
+    let mut ctr = ctrd
         .ctr_command(&[
             "run",
             "--rm",
@@ -66,23 +98,33 @@ fn serve(ctrd: &Containerd, id: &str, var: &str, port: u16) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = BufReader::new(ctr.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     // The first Create compiles 18 MB while other tests do the same.
     ctrd.wait_status_within(id, "RUNNING", COMPILE);
     wait_for("the server to answer", Duration::from_secs(30), || {
         get(port, "/ready").0 == 200
     });
-    ctr
+    Served {
+        ctr,
+        lines,
+        seen: Vec::new(),
+    }
 }
 
 /// Waits for ctr to end and returns its status and the container's stdout.
-fn finish(mut ctr: Child, id: &str) -> (i32, String) {
-    let status = common::exit_status_within(&mut ctr, id, Duration::from_secs(30));
-    let mut stdout = String::new();
-    ctr.stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
+fn finish(mut served: Served, id: &str) -> (i32, String) {
+    let status = common::exit_status_within(&mut served.ctr, id, Duration::from_secs(30));
+    // ctr has exited and closed its stdout: the reader's lines end.
+    served.seen.extend(served.lines.iter());
+    let stdout = served.seen.iter().map(|line| format!("{line}\n")).collect();
     (status, stdout)
 }
 
@@ -102,7 +144,7 @@ fn serves_requests_and_logs_each_one() {
         );
     }
     assert_eq!(get(port, "/status/418").0, 418);
-    // Each request is a fresh instance: concurrent ones all succeed.
+    // Concurrent requests, each in an instance of its own, all succeed.
     let many: Vec<_> = (0..8)
         .map(|i| std::thread::spawn(move || get(port, &format!("/n{i}"))))
         .collect();
@@ -154,31 +196,34 @@ fn sigterm_drains_the_request_in_flight_and_a_second_signal_stops_at_once() {
     let Some(ctrd) = containerd() else { return };
     ctrd.import("python-http");
     let port = free_port();
-    let ctr = serve(&ctrd, "http-drain", "WASI_HTTP_LISTEN_ADDR", port);
+    let mut served = serve(&ctrd, "http-drain", "WASI_HTTP_LISTEN_ADDR", port);
     // A request that takes 2 s is in flight when SIGTERM arrives: it is
     // answered in full, then the task exits 0.
     let slow = std::thread::spawn(move || get(port, "/sleep/2"));
-    std::thread::sleep(Duration::from_millis(500));
+    served.wait_line("request GET /sleep/2");
     ctrd.kill("http-drain", "SIGTERM");
     assert_eq!(
         slow.join().unwrap(),
         (200, "hello from python http /sleep/2\n".to_string())
     );
-    assert_eq!(finish(ctr, "http-drain").0, 0);
+    assert_eq!(finish(served, "http-drain").0, 0);
     ctrd.assert_clean("http-drain");
 
-    let ctr = serve(&ctrd, "http-stop", "WASI_HTTP_LISTEN_ADDR", port);
+    // With a 60 s request in flight, a drain would end with exit 0 after
+    // it; the second signal ends the task with 143 and the request fails.
+    let mut served = serve(&ctrd, "http-stop", "WASI_HTTP_LISTEN_ADDR", port);
     let slow = std::thread::spawn(move || get(port, "/sleep/60"));
-    std::thread::sleep(Duration::from_millis(500));
+    served.wait_line("request GET /sleep/60");
     ctrd.kill("http-stop", "SIGTERM");
-    std::thread::sleep(Duration::from_millis(200));
-    let second = Instant::now();
-    ctrd.kill("http-stop", "SIGTERM");
-    assert_eq!(finish(ctr, "http-stop").0, 143);
-    assert!(
-        second.elapsed() < Duration::from_secs(10),
-        "the second signal stops it at once"
+    // Two signals sent together may arrive as one: the second goes once
+    // the drain has begun, which closes the listener.
+    wait_for(
+        "the drain to close the listener",
+        Duration::from_secs(30),
+        || get(port, "/closed").0 == 0,
     );
+    ctrd.kill("http-stop", "SIGTERM");
+    assert_eq!(finish(served, "http-stop").0, 143);
     assert_ne!(slow.join().unwrap().0, 200);
     ctrd.assert_clean("http-stop");
 }

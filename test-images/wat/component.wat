@@ -1,8 +1,7 @@
 ;; A WASI 0.2 command component without a toolchain: `wasi:cli/run` exits
-;; with the code from its first argument's length (via exit-with-code),
-;; and top-level functions for `component.wasm#func`: `hello` returns,
-;; `boom` traps, `spin` loops until a signal interrupts it, `fail` makes
-;; nothing but `run` return its error case.
+;; 42 through `exit-with-code`, and top-level functions for
+;; `component.wasm#func`: `hello` returns, `boom` traps, `spin` loops until
+;; a signal interrupts it.
 (component
   (import "wasi:cli/exit@0.2.12" (instance $exit
     (export "exit-with-code" (func (param "status-code" u8)))))
