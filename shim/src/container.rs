@@ -217,36 +217,36 @@ async fn create_with(
     drop(child_socket);
     drop(module.artifact);
     log::debug!("task {id}: child {pid} cloned with {flags:?}");
-    let cache_server = serve_cache(id, module.cache, cache_socket)
-        .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
 
-    // Recorded at once: if the shim dies from here on, the `delete` action
-    // finds the child by this file and kills it.
-    let ready = write_pid_file(&resources.bundle, pid)
-        .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e:#}")));
-    let ready = match ready {
-        Ok(()) => {
-            let hooks = Hooks {
-                reaper,
-                spec: spec.clone(),
-                id: id.clone(),
-                bundle: resources.bundle.clone(),
-                pid,
-            };
-            let ready = start_child(
-                id,
-                pid,
-                child.status,
-                child.control,
-                &resources.cgroup,
-                hooks,
-            )
-            .await;
-            cache_server.finish().await;
-            ready
-        }
-        Err(fail) => Err(fail),
-    };
+    // Every failure from here on goes through `ready`, which kills the
+    // child and waits for it.
+    let ready = async {
+        // Recorded at once: if the shim dies from here on, the `delete`
+        // action finds the child by this file and kills it.
+        write_pid_file(&resources.bundle, pid)
+            .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e:#}")))?;
+        let cache_server = serve_cache(id, module.cache, cache_socket)
+            .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+        let hooks = Hooks {
+            reaper,
+            spec: spec.clone(),
+            id: id.clone(),
+            bundle: resources.bundle.clone(),
+            pid,
+        };
+        let ready = start_child(
+            id,
+            pid,
+            child.status,
+            child.control,
+            &resources.cgroup,
+            hooks,
+        )
+        .await;
+        cache_server.finish().await;
+        ready
+    }
+    .await;
     resources.spec = Some(std::sync::Arc::new(spec.clone()));
     match ready {
         Ok(ready) => Ok((pid, ready, stdin_hold, exit)),
