@@ -31,6 +31,8 @@ use crate::limits::GuestLimits;
 /// then the one runwasi's wasmtime shim reads, so its users' manifests
 /// keep working.
 pub const LISTEN_VARS: [&str; 2] = ["WASI_HTTP_LISTEN_ADDR", "WASMTIME_HTTP_PROXY_SOCKET_ADDR"];
+/// How long the server waits after a failed accept.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// Where the component is served when no variable says otherwise.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
@@ -198,8 +200,12 @@ async fn accept_until_drained(
                     connections.spawn(connection(server.clone(), stream, connection_drain.clone()));
                 }
                 // Out of descriptors or a connection reset before accept:
-                // the server goes on with the next one.
-                Err(e) => eprintln!("Error: accept an HTTP connection: {e}"),
+                // the server goes on with the next one, after a pause that
+                // keeps a lasting error from spinning and filling the log.
+                Err(e) => {
+                    eprintln!("Error: accept an HTTP connection: {e}");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
             },
         }
     }
