@@ -6,7 +6,8 @@
 # containernetworking-plugins (the CRI tests' pod network uses
 # /usr/lib/cni/loopback), protobuf-compiler (protoc builds the CRI
 # protos of the k8s-cri crate and containerd's API), curl and wrk (the
-# HTTP tests' client and the HTTP benchmark's load).
+# HTTP tests' client and the HTTP benchmark's load), python3-venv (the
+# venv that make programs installs ziglang and componentize-py into).
 # Does nothing when they are already there.
 set -euo pipefail
 
@@ -25,6 +26,8 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 # The HTTP tests' client, and the load generator of `make bench`'s HTTP row.
 command -v curl >/dev/null || missing+=(curl)
 command -v wrk >/dev/null || missing+=(wrk)
+# make programs installs ziglang and componentize-py into a venv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
