@@ -8,7 +8,8 @@
 #
 # Rows: first and second start of the Python CLI component and of the big
 # module (the cache emptied before each first start), the PSS of 1 and 5
-# idle Python components, and HTTP requests/s of the Python wasi:http
+# idle Python components (the CLI's with its own cache warm, measured once
+# they use no CPU), and HTTP requests/s of the Python wasi:http
 # component (wrk on loopback, BENCH_HTTP_SECONDS, default 10).
 
 wasmtime_cli=${WASMTIME_CLI:-$here/../.dev/wasmtime/bin/wasmtime}
@@ -67,15 +68,31 @@ start_rows() {
         "$second ($(awk -v a="$first" -v b="$second" 'BEGIN { printf "%.0f", a / b }')x faster)" ""
 }
 
-# PSS (kB) of `count` wasmtime CLI processes running the file.
+# Waits until a process has stopped using CPU (its compile and start are
+# over): its user and system time unchanged for half a second.
+settle() {
+    local pid=$1 before=-1 now
+    for _ in $(seq 600); do
+        now=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null) || return 0
+        [ "$now" = "$before" ] && return 0
+        before=$now
+        sleep 0.5
+    done
+}
+
+# PSS (kB) of `count` idle wasmtime CLI processes running the file, with
+# the CLI's own cache warm (a first run fills it), as ours is.
 cli_idle() {
     local file=$1 count=$2 pids=() pid total=0 kb
     shift 2
+    "$wasmtime_cli" run "$file" >/dev/null 2>&1
     for _ in $(seq "$count"); do
         "$wasmtime_cli" run "$file" "$@" >/dev/null 2>&1 &
         pids+=($!)
     done
-    sleep 3
+    for pid in "${pids[@]}"; do
+        settle "$pid"
+    done
     for pid in "${pids[@]}"; do
         kb=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
         total=$((total + kb))
