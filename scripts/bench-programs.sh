@@ -10,7 +10,8 @@
 # module (the cache emptied before each first start), the PSS of 1 and 5
 # idle Python components (the CLI's with its own cache warm, measured once
 # they use no CPU), and HTTP requests/s of the Python wasi:http
-# component (wrk on loopback, BENCH_HTTP_SECONDS, default 10).
+# component (wrk on loopback, BENCH_HTTP_ROUNDS rounds of BENCH_HTTP_SECONDS
+# each, default 3 of 10, alternating with the CLI; medians).
 
 wasmtime_cli=${WASMTIME_CLI:-$here/../.dev/wasmtime/bin/wasmtime}
 cache_dir="$work/state/io.containerd.wasmtime.v1/cache"
@@ -119,7 +120,7 @@ wait_http() {
 }
 
 program_rows() {
-    local py_cli py_http one five cli_one="n/a" cli_five="n/a" ours_rps theirs_rps="n/a" ratio="n/a" pid
+    local py_cli py_http one five cli_one="n/a" cli_five="n/a" ours_rps theirs_rps="n/a" ratio="n/a" pid=""
     py_cli=$(program python-cli)
     py_http=$(program python-http)
 
@@ -138,23 +139,33 @@ program_rows() {
         "$(mb "$five") ($(awk -v a="$five" -v b="$one" 'BEGIN { printf "%.2f", a / b }')x one)" \
         "$cli_five (wasmtime run)"
 
-    local port=18080 peer_port=18081
+    local port=18080 peer_port=18081 round ours_all=() theirs_all=()
     # The guest's per-request lines go to a log file, as a kubelet's would
-    # (a detached ctr leaves the stdout fifo without a reader).
+    # (a detached ctr leaves the stdout fifo without a reader); the CLI's
+    # go to a file too, so both pay for their logging.
     "${ctr[@]}" run -d --net-host --runtime "$ours" --log-uri "file://$work/http-bench.log" \
         --env "WASI_HTTP_LISTEN_ADDR=127.0.0.1:$port" "$ref/python-http:latest" http-bench >/dev/null
     wait_http $port
     req_per_s $port >/dev/null # warm-up
-    ours_rps=$(req_per_s $port)
-    stop_all http-bench
     if [ -x "$wasmtime_cli" ]; then
-        "$wasmtime_cli" serve -S cli --addr "127.0.0.1:$peer_port" "$py_http" >/dev/null 2>&1 &
+        "$wasmtime_cli" serve -S cli --addr "127.0.0.1:$peer_port" "$py_http" \
+            >"$work/serve-bench.log" 2>&1 &
         pid=$!
         wait_http $peer_port
         req_per_s $peer_port >/dev/null
-        theirs_rps=$(req_per_s $peer_port)
+    fi
+    # Rounds alternate between the two servers, so a noisy spell of the
+    # machine does not fall on one side only; each side's median is kept.
+    for round in $(seq "${BENCH_HTTP_ROUNDS:-3}"); do
+        ours_all+=("$(req_per_s $port)")
+        [ -n "$pid" ] && theirs_all+=("$(req_per_s $peer_port)")
+    done
+    ours_rps=$(printf '%s\n' "${ours_all[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+    stop_all http-bench
+    if [ -n "$pid" ]; then
         kill "$pid"
         wait "$pid" 2>/dev/null || true
+        theirs_rps=$(printf '%s\n' "${theirs_all[@]}" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
         ratio=$(awk -v a="$ours_rps" -v b="$theirs_rps" 'BEGIN { printf "%.2f", a / b }')
     fi
     row "HTTP requests/s, Python wasi:http (ratio)" "$ours_rps ($ratio)" "$theirs_rps (wasmtime serve)"
