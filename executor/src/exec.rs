@@ -1,20 +1,29 @@
 //! The main function of a process exec'd into a running native container
 //! (`__exec <id> <bundle> <init pid> <init start time> <process json>`),
-//! as `runc exec` runs one: the shim clones it into the container's PID
-//! namespace and cgroup; here it joins the container's other namespaces,
-//! takes the process's user, capabilities, rlimits and the container's
-//! seccomp profile, reports ready and execve's the program at Start.
+//! as `runc exec` runs one, in runc's nsexec order. The shim clones this
+//! helper in its own PID namespace and puts it into the container's
+//! cgroup. Here it is made non-dumpable first (main.rs), joins the
+//! container's other namespaces (the mount namespace last, which enters
+//! the container's root), and only then forks into the container's PID
+//! namespace: no process of ours is ever visible there while it still
+//! holds the host's root or mounts. The fork's pid goes to the shim,
+//! which adopts it; the helper exits and the fork takes the process's
+//! user, capabilities, rlimits and the container's seccomp profile,
+//! reports ready and execve's the program at Start.
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use nix::unistd::{ForkResult, pipe2};
 
 use crate::error::{Error, Result};
 use crate::exit::{EXEC_FAILED, FAILURE};
 use crate::native::{self, Program};
 use crate::protocol::{self, CONTROL_FD, STATUS_FD};
 use crate::sandbox::{self, Workload};
-use crate::spec::{child_config, load};
+use crate::spec::{ChildConfig, child_config, load};
 
 /// The container's init process, named by pid and start time so that a
 /// recycled pid is never mistaken for it.
@@ -29,13 +38,19 @@ struct Args {
     process: String,
 }
 
-/// Runs the exec'd process: prepare, report, wait for Start, execve.
+/// Runs the exec'd process: join, fork, prepare, report, wait for Start,
+/// execve.
 pub fn main(args: &[String]) -> ! {
     // SAFETY: the shim hands this process these two descriptors
     // (protocol.rs) and nothing else in this process owns them.
-    let (status, control) =
+    let (mut status, mut control) =
         unsafe { (File::from_raw_fd(STATUS_FD), File::from_raw_fd(CONTROL_FD)) };
-    let program = match parse_args(args).and_then(|a| prepare(&a)) {
+    let joined = parse_args(args).and_then(|a| join(&a));
+    let program = joined.and_then(|(config, pid_ns)| {
+        fork_into(pid_ns, &mut status, &mut control)?;
+        prepare(config)
+    });
+    let program = match program {
         Ok(program) => program,
         Err(e) => {
             protocol::report(status, Err(&e.chain()));
@@ -49,6 +64,48 @@ pub fn main(args: &[String]) -> ! {
     let error = native::exec(&program);
     eprintln!("{}", error.chain());
     std::process::exit(EXEC_FAILED)
+}
+
+/// Everything up to the PID namespace: the process's config, the
+/// container's namespaces joined; returns the PID namespace to fork into.
+fn join(args: &Args) -> Result<(ChildConfig, File)> {
+    let mut spec = load(&args.bundle)?;
+    spec.set_process(Some(parse_process(args.process.as_bytes())?));
+    let config = child_config(&spec, &args.bundle)?;
+    let pid_ns = sandbox::join_container(&config, &args.init)?;
+    Ok((config, pid_ns))
+}
+
+/// Forks into `pid_ns`. Returns in the fork, once the shim has adopted it
+/// and this helper is gone; the helper itself exits here.
+fn fork_into(pid_ns: File, status: &mut File, control: &mut File) -> Result<()> {
+    nix::sched::setns(pid_ns, CloneFlags::CLONE_NEWPID)
+        .map_err(Error::sys("join the container's PID namespace"))?;
+    // The fork waits for the helper's end: the gate's write end closes then.
+    let (gate, gate_w) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("create a pipe"))?;
+    // SAFETY: this process is single-threaded (no thread is started on the
+    // exec path), so the fork is a full copy that may run any code.
+    match unsafe { nix::unistd::fork() }.map_err(Error::sys("fork into the PID namespace"))? {
+        ForkResult::Child => {
+            drop(gate_w);
+            let mut byte = [0u8];
+            // End of file once the helper has exited.
+            let _ = std::io::Read::read(&mut File::from(gate), &mut byte);
+            Ok(())
+        }
+        ForkResult::Parent { child } => {
+            let adopted = protocol::report_fork(status, child.as_raw()).is_ok()
+                && protocol::await_adopted(control);
+            if !adopted {
+                // The shim is gone or refused: the fork must not run alone.
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                std::process::exit(FAILURE);
+            }
+            drop(gate_w);
+            std::process::exit(0)
+        }
+    }
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {
@@ -83,11 +140,7 @@ pub fn parse_process(json: &[u8]) -> Result<oci_spec::runtime::Process> {
     Ok(process)
 }
 
-fn prepare(args: &Args) -> Result<Program> {
-    let mut spec = load(&args.bundle)?;
-    spec.set_process(Some(parse_process(args.process.as_bytes())?));
-    let mut config = child_config(&spec, &args.bundle)?;
-    sandbox::join_container(&config, &args.init)?;
+fn prepare(mut config: ChildConfig) -> Result<Program> {
     native::fill_home(&mut config.env, config.uid);
     let found = native::resolve(&config.args[0], &config.env)?;
     let path = config.cwd.join(found);

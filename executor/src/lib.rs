@@ -19,6 +19,7 @@ pub mod kind;
 pub mod limits;
 pub mod native;
 pub mod protocol;
+pub mod readonly;
 pub mod sandbox;
 pub mod signals;
 pub mod spawn;

@@ -36,6 +36,13 @@ pub const GO_EXEC: u8 = b'x';
 /// The task was started: run the guest.
 pub const GO_START: u8 = b's';
 
+/// Shim to an exec helper: the process it forked is registered with the
+/// shim's reaper, so the helper may exit and leave it to the shim.
+pub const ADOPTED: u8 = b'a';
+/// Helper to shim, before the report: `forked <pid>\n`, the pid (in the
+/// shim's PID namespace) of the process it forked into the container's.
+const FORKED_PREFIX: &str = "forked ";
+
 const READY_WASM: &str = "ready wasm";
 const READY_NATIVE: &str = "ready native";
 const ERROR_PREFIX: &str = "error: ";
@@ -73,7 +80,53 @@ pub fn start(control: &mut File) -> std::io::Result<()> {
     control.write_all(&[GO_START])
 }
 
+/// What an exec helper says first: the pid it forked, or (when it failed
+/// before forking) its final report.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fork {
+    Forked(i32),
+    Report(Result<Workload, Option<String>>),
+}
+
+/// Reads the helper's first line (blocking), without reading past it.
+pub fn await_fork(status: &mut File) -> std::io::Result<Fork> {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        match status.read(&mut byte)? {
+            0 => return Ok(Fork::Report(decode(&line))),
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+        if line.len() > 4096 {
+            return Ok(Fork::Report(decode(&line)));
+        }
+    }
+    let text = String::from_utf8_lossy(&line);
+    match text.strip_prefix(FORKED_PREFIX).map(str::parse) {
+        Some(Ok(pid)) if pid > 0 => Ok(Fork::Forked(pid)),
+        _ => Ok(Fork::Report(decode(&line))),
+    }
+}
+
+/// Tells the helper that its fork is the shim's now.
+pub fn adopted(control: &mut File) -> std::io::Result<()> {
+    control.write_all(&[ADOPTED])
+}
+
 // The child's side.
+
+/// An exec helper's first words: the pid of its fork.
+pub fn report_fork(status: &mut File, pid: i32) -> std::io::Result<()> {
+    status.write_all(format!("{FORKED_PREFIX}{pid}\n").as_bytes())
+}
+
+/// Waits until the shim has adopted the fork. False when the shim is gone
+/// or said something else.
+pub fn await_adopted(control: &mut File) -> bool {
+    let mut byte = [0u8];
+    control.read_exact(&mut byte).is_ok() && byte[0] == ADOPTED
+}
 
 /// Reports that the child is ready, or why it is not, and closes the pipe.
 pub fn report(mut status: File, result: Result<Workload, &str>) {
@@ -126,6 +179,30 @@ mod tests {
         let (r, w) = nix::unistd::pipe().unwrap();
         drop(w);
         assert!(!await_start(File::from(r)));
+    }
+
+    #[test]
+    fn a_fork_is_announced_before_the_report() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let (mut r, mut w) = (File::from(r), File::from(w));
+        report_fork(&mut w, 4242).unwrap();
+        report(w, Ok(Workload::Native));
+        assert_eq!(await_fork(&mut r).unwrap(), Fork::Forked(4242));
+        assert_eq!(await_report(r).unwrap(), Ok(Workload::Native));
+        // A helper that failed before forking only reports.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        report(File::from(w), Err("exec: no such container"));
+        let got = await_fork(&mut File::from(r)).unwrap();
+        assert_eq!(
+            got,
+            Fork::Report(Err(Some("exec: no such container".into())))
+        );
+        let (r, w) = nix::unistd::pipe().unwrap();
+        File::from(w).write_all(b"forked -1\n").unwrap();
+        assert!(matches!(
+            await_fork(&mut File::from(r)).unwrap(),
+            Fork::Report(Err(Some(_)))
+        ));
     }
 
     #[test]

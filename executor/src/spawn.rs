@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sched::{CloneFlags, setns};
@@ -40,11 +41,23 @@ pub struct Child {
     pub control: File,
 }
 
-/// The binary the child execs: the one this process runs. Through this
-/// link it is the very file the shim started from, even when an upgrade
-/// has replaced or removed it on disk since, so a shim and its children
-/// always speak the same protocol.
-const SELF_EXE: &str = "/proc/self/exe";
+/// The binary children exec: a read-only view of the one this process
+/// runs (`readonly::self_exe`), made once, before the first clone. No
+/// child's `/proc/<pid>/exe` can be opened for writing (CVE-2019-5736).
+static EXE: OnceLock<OwnedFd> = OnceLock::new();
+
+fn exe() -> Result<RawFd> {
+    if let Some(fd) = EXE.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    // Above every target of the dup2 calls in the child, like the others.
+    let view = crate::readonly::self_exe()?;
+    let high = fcntl(&view, FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))
+        .map_err(Error::sys("duplicate the binary's view"))?;
+    // SAFETY: fcntl just returned this descriptor and nothing else owns it.
+    let high = unsafe { OwnedFd::from_raw_fd(high) };
+    Ok(EXE.get_or_init(|| high).as_raw_fd())
+}
 
 /// Clones a child with `flags` (plus SIGCHLD), gives it `stdio` as fds
 /// 0-2, the protocol pipes as fds 3 and 4 and `extra` from fd 5 on, and
@@ -71,7 +84,7 @@ pub fn spawn_child(
     }
     let fds: Vec<RawFd> = high.iter().map(|fd| fd.as_raw_fd()).collect();
 
-    let exe_c = CString::new(SELF_EXE).map_err(|_| Error::InvalidSpec(SELF_EXE.into()))?;
+    let exe = exe()?;
     let argv0_c = CString::new(argv0.as_os_str().as_bytes())
         .map_err(|_| Error::InvalidSpec(format!("shim path {} has a NUL", argv0.display())))?;
     let mut argv_c = vec![argv0_c];
@@ -100,7 +113,7 @@ pub fn spawn_child(
     // SAFETY: a clone without CLONE_VM and without a new stack behaves like
     // fork: the child continues on a copy of this thread's stack. The child
     // branch only calls async-signal-safe functions on memory prepared above
-    // (fds, exe_c, argv, envp) and never returns.
+    // (fds, exe, argv, envp) and never returns.
     let ret =
         unsafe { libc::syscall(libc::SYS_clone, clone_flags, 0usize, 0usize, 0usize, 0usize) };
     if ret == 0 {
@@ -110,7 +123,7 @@ pub fn spawn_child(
                 &fds,
                 max_fd,
                 blocked.as_ref(),
-                exe_c.as_ptr(),
+                exe,
                 argv.as_ptr(),
                 envp.as_ptr(),
             )
@@ -164,7 +177,7 @@ unsafe fn after_clone(
     fds: &[RawFd],
     max_fd: c_int,
     blocked: &libc::sigset_t,
-    exe: *const c_char,
+    exe: RawFd,
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> ! {
@@ -179,16 +192,25 @@ unsafe fn after_clone(
             unsafe { libc::_exit(EXEC_FAILED) };
         }
     }
+    // The binary's view goes right above them, closed on exec.
+    let exe_slot = fds.len() as c_int;
+    // SAFETY: dup3 of a descriptor we own onto the free slot above the
+    // others; async-signal-safe.
+    if unsafe { libc::dup3(exe, exe_slot, libc::O_CLOEXEC) } < 0 {
+        // SAFETY: _exit is async-signal-safe and runs no destructors.
+        unsafe { libc::_exit(EXEC_FAILED) };
+    }
     // Every other descriptor goes now, before the wait below: among them
     // is this child's copy of its own control pipe's write end (and those
     // of children cloned beside it), which would keep the wait from ever
     // seeing end-of-file if the shim died.
+    let first_closed = exe_slot + 1;
     // SAFETY: close_range on this process's descriptors; async-signal-safe.
-    let closed = unsafe { libc::syscall(libc::SYS_close_range, fds.len() as c_int, u32::MAX, 0) };
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0) };
     if closed != 0 {
         // Kernels before 5.9 have no close_range: close one by one, up to
         // the descriptor limit read before the clone.
-        for fd in fds.len() as c_int..max_fd {
+        for fd in first_closed..max_fd {
             // SAFETY: close is async-signal-safe; EBADF on a free slot is fine.
             unsafe { libc::close(fd) };
         }
@@ -208,9 +230,17 @@ unsafe fn after_clone(
         // SAFETY: _exit is async-signal-safe and runs no destructors.
         unsafe { libc::_exit(EXEC_FAILED) };
     }
-    // SAFETY: exe, argv and envp are NUL-terminated arrays prepared before clone.
+    // SAFETY: argv and envp are NUL-terminated arrays prepared before
+    // clone; the path is the empty string, so the descriptor is executed.
     unsafe {
-        libc::execve(exe, argv, envp);
+        libc::syscall(
+            libc::SYS_execveat,
+            exe_slot,
+            c"".as_ptr(),
+            argv,
+            envp,
+            libc::AT_EMPTY_PATH,
+        );
         libc::_exit(EXEC_FAILED)
     }
 }

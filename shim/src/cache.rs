@@ -33,7 +33,7 @@ use executor::cache::{self as wire, Reply, Request};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat, renameat};
 use nix::poll::{PollFd, PollFlags, poll};
-use nix::sys::stat::{FileStat, Mode, fchmod, fstat, fstatat, futimens};
+use nix::sys::stat::{FileStat, Mode, UtimensatFlags, fchmod, fstat, fstatat, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{UnlinkatFlags, fsync, geteuid, unlinkat};
 use sha2::{Digest, Sha256};
@@ -48,6 +48,10 @@ pub struct Cache {
     dir: PathBuf,
     /// The directory itself, checked at open; every file is reached from it.
     fd: OwnedFd,
+    /// A read-only view of the directory (`executor::readonly`): entries
+    /// are handed out only through it, so that no holder of an entry's
+    /// descriptor or mapping can reopen it for writing or truncate it.
+    view: OwnedFd,
     max_bytes: u64,
 }
 
@@ -141,9 +145,17 @@ impl Cache {
                 dir.display()
             );
         }
+        let view = executor::readonly::view(&fd, c"").map_err(|e| {
+            anyhow!(
+                "cache directory {}: {} (entries are handed out only read-only)",
+                dir.display(),
+                e.chain()
+            )
+        })?;
         Ok(Cache {
             dir: dir.to_path_buf(),
             fd,
+            view,
             max_bytes,
         })
     }
@@ -260,8 +272,11 @@ impl Cache {
             self.remove(&digest_name(key));
             return Ok(None);
         }
-        // Least recently used is least recently handed out.
-        if let Err(e) = futimens(&entry, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW) {
+        // Least recently used is least recently handed out. Through the
+        // writable directory: the entry itself is open on the view.
+        let now = &TimeSpec::UTIME_NOW;
+        let flag = UtimensatFlags::NoFollowSymlink;
+        if let Err(e) = utimensat(&self.fd, entry_name(key).as_str(), now, now, flag) {
             log::debug!("touch {}: {e}", path.display());
         }
         Ok(Some(entry))
@@ -312,10 +327,12 @@ impl Cache {
             .map(str::to_string))
     }
 
-    /// Opens `<key>.cwasm` read-only; `None` when there is none.
+    /// Opens `<key>.cwasm` through the read-only view; `None` when there
+    /// is none.
     fn open_entry(&self, key: &str) -> Result<Option<File>> {
         let name = entry_name(key);
-        match self.open_at(&name, OFlag::O_RDONLY, 0) {
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        match openat(&self.view, name.as_str(), flags, Mode::empty()) {
             Ok(fd) => Ok(Some(File::from(fd))),
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("open {}", self.path(&name).display())),
@@ -886,6 +903,13 @@ mod tests {
         assert_eq!(read(&stored), b"compiled code");
         let mode = nix::fcntl::fcntl(&stored, nix::fcntl::FcntlArg::F_GETFL).unwrap();
         assert_eq!(mode & libc::O_ACCMODE, libc::O_RDONLY);
+        // Whoever holds the entry (a child, or anyone who took its fd)
+        // cannot reopen it for writing, whatever its capabilities.
+        let reopen = std::fs::OpenOptions::new()
+            .append(true)
+            .open(fd_path(&stored).unwrap())
+            .unwrap_err();
+        assert_eq!(reopen.raw_os_error(), Some(Errno::EROFS as i32), "{reopen}");
         let summary = summary.unwrap();
         assert_eq!(summary.key.as_deref(), Some(k.as_str()));
         assert!(

@@ -28,7 +28,7 @@ pub const PID_FILE: &str = "init.pid";
 
 /// How long a child may take to build its sandbox and compile its module.
 /// Generous: cranelift needs tens of seconds for a module of tens of MB.
-const PREPARE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What exists of a created container besides its child.
 #[derive(Debug)]
@@ -425,6 +425,12 @@ pub async fn release_child(
 ) -> Result<(File, Workload), Fail> {
     protocol::release(&mut control)
         .map_err(|e| Fail::internal(format!("{what}: release child {pid}: {e}")))?;
+    let workload = await_ready(what, pid, status).await?;
+    Ok((control, workload))
+}
+
+/// Reads a released child's report: what it will run, or why it cannot.
+pub async fn await_ready(what: &str, pid: Pid, status: File) -> Result<Workload, Fail> {
     let read = tokio::task::spawn_blocking(move || protocol::await_report(status));
     // The caller kills a child that overstays, which ends the read.
     let report = tokio::time::timeout(PREPARE_TIMEOUT, read)
@@ -437,7 +443,7 @@ pub async fn release_child(
         .map_err(|e| Fail::internal(format!("{what}: {e}")))?
         .map_err(|e| Fail::internal(format!("{what}: read the child's report: {e}")))?;
     match report {
-        Ok(workload) => Ok((control, workload)),
+        Ok(workload) => Ok(workload),
         Err(Some(message)) => Err(Fail::invalid(format!("{what}: {message}"))),
         // Completed with the child's exit status by the caller.
         Err(None) => Err(Fail::internal(format!(

@@ -7,7 +7,8 @@ use std::fs::File;
 use std::path::Path;
 
 use executor::protocol::EXEC_SUBCOMMAND;
-use executor::spawn::spawn_child_in_pid_ns;
+use executor::protocol::Fork;
+use executor::spawn::{Child, spawn_child};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -71,36 +72,83 @@ pub async fn start(
     let (init, started) = (target.init.to_string(), started.to_string());
     let bundle = target.bundle.to_string_lossy();
     let args = [EXEC_SUBCOMMAND, target.id, &bundle, &init, &started, spec];
-    let (child, pid, exit) = reaper
+    // The helper starts in the shim's own PID namespace; it forks into the
+    // container's once it has joined every other namespace (executor's
+    // exec.rs), and that fork is the exec'd process.
+    let (helper, helper_pid, helper_exit) = reaper
         .spawn_beside(target.init, || {
-            let ns = File::open(format!("/proc/{}/ns/pid", target.init))?;
             let stdio = [&fds[0], &fds[1], &fds[2]];
-            let child = spawn_child_in_pid_ns(&ns, exe, &args, stdio, &[], CloneFlags::empty())
+            let child = spawn_child(exe, &args, stdio, &[], CloneFlags::empty())
                 .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok((child.pid, child))
         })
         .map_err(|e| Fail::precondition(format!("{what}: {e:#}")))?;
     drop(fds);
+    let Child {
+        status,
+        mut control,
+        ..
+    } = helper;
+    let mut forked = None;
     let ready = async {
         if let Some(cg) = target.cgroup {
-            cg.add(pid.as_raw())
+            cg.add(helper_pid.as_raw())
                 .map_err(|e| Fail::internal(format!("{what}: {e:#}")))?;
         }
-        let (mut control, _) =
-            crate::container::release_child(what, pid, child.status, child.control).await?;
-        crate::container::start(&mut control).map_err(|e| Fail::internal(format!("{what}: {e:#}")))
+        executor::protocol::release(&mut control)
+            .map_err(|e| Fail::internal(format!("{what}: release helper {helper_pid}: {e}")))?;
+        let (status, fork) = await_fork(what, status).await?;
+        let pid = match fork {
+            Fork::Forked(pid) => Pid::from_raw(pid),
+            Fork::Report(Err(Some(message))) => {
+                return Err(Fail::invalid(format!("{what}: {message}")));
+            }
+            Fork::Report(_) => {
+                return Err(Fail::internal(format!(
+                    "{what}: the helper {helper_pid} ended before it forked"
+                )));
+            }
+        };
+        let exit = reaper.adopt(pid);
+        forked = Some(pid);
+        executor::protocol::adopted(&mut control)
+            .map_err(|e| Fail::internal(format!("{what}: tell helper {helper_pid}: {e}")))?;
+        crate::container::await_ready(what, pid, status).await?;
+        crate::container::start(&mut control)
+            .map_err(|e| Fail::internal(format!("{what}: {e:#}")))?;
+        Ok((pid, exit))
     };
-    match ready.await {
-        Ok(()) => Ok(Running {
+    let result = ready.await;
+    // The helper exits once the shim adopted its fork, or on any failure.
+    if result.is_err() {
+        let _ = reaper.signal(helper_pid, Signal::SIGKILL);
+    }
+    let helper_code = helper_exit.await.ok();
+    log::debug!("{what}: helper {helper_pid} ended with {helper_code:?}");
+    match result {
+        Ok((pid, exit)) => Ok(Running {
             pid,
             exit,
             stdin_hold,
         }),
         Err(fail) => {
-            let _ = reaper.signal(pid, Signal::SIGKILL);
-            let code = exit.await.ok();
-            log::debug!("{what}: child {pid} ended with {code:?} after a failed start");
+            if let Some(pid) = forked {
+                let _ = reaper.signal(pid, Signal::SIGKILL);
+            }
             Err(fail)
         }
     }
+}
+
+/// The helper's first words: the pid of its fork, or its report.
+async fn await_fork(what: &str, mut status: File) -> Result<(File, Fork), Fail> {
+    let read = tokio::task::spawn_blocking(move || {
+        let fork = executor::protocol::await_fork(&mut status);
+        fork.map(|fork| (status, fork))
+    });
+    tokio::time::timeout(crate::container::PREPARE_TIMEOUT, read)
+        .await
+        .map_err(|_| Fail::internal(format!("{what}: the helper did not fork in time")))?
+        .map_err(|e| Fail::internal(format!("{what}: {e}")))?
+        .map_err(|e| Fail::internal(format!("{what}: read the helper's report: {e}")))
 }

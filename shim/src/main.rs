@@ -22,6 +22,13 @@ use std::process::ExitCode;
 const RUNTIME: &str = "io.containerd.wasmtime.v1";
 
 fn main() -> ExitCode {
+    // First of all, in every role: a child or exec'd process appears in a
+    // container's PID namespace, and neither it nor the shim it was
+    // cloned from may be inspected or ptraced from there (readonly.rs).
+    if let Err(e) = executor::readonly::make_non_dumpable() {
+        eprintln!("{RUNTIME}: {e}");
+        return ExitCode::from(2);
+    }
     let args: Vec<String> = std::env::args().collect();
     // The child path comes first, before any thread or runtime exists.
     if args.get(1).map(String::as_str) == Some(executor::protocol::CHILD_SUBCOMMAND) {

@@ -62,6 +62,17 @@ impl Reaper {
         register(&mut waiters, spawn)
     }
 
+    /// Registers the exit of `pid`, a process forked by a registered child
+    /// that is still alive: it becomes the shim's child (the shim is a
+    /// subreaper) only when that parent exits, so it cannot be reaped
+    /// before this returns.
+    pub fn adopt(&self, pid: Pid) -> oneshot::Receiver<i32> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let (tx, rx) = oneshot::channel();
+        waiters.insert(pid.as_raw(), tx);
+        rx
+    }
+
     /// Sends `signal` to a registered child that has not been reaped yet.
     /// Returns false when the child is already gone.
     pub fn signal(&self, pid: Pid, signal: Signal) -> nix::Result<bool> {

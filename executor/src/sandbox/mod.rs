@@ -66,17 +66,22 @@ const EXEC_NAMESPACES: [(CloneFlags, &str); 5] = [
 ];
 
 /// Moves a process exec'd into a running container into its namespaces
-/// and applies the process's own settings that precede the privilege
-/// drop: oom_score_adj, umask and rlimits. Every namespace of the init
-/// process is joined, so a namespace the container shares with the host
-/// is joined as the same one.
-pub fn join_container(config: &ChildConfig, init: &crate::exec::Init) -> Result<()> {
+/// but the PID namespace, in runc's nsexec order (ipc, uts, net, cgroup,
+/// then mnt, which also enters the container's root), and applies the
+/// process's own settings that precede the privilege drop: oom_score_adj,
+/// umask and rlimits. Every namespace of the init process is joined, so a
+/// namespace the container shares with the host is joined as the same
+/// one. Returns the PID namespace, which only a fork can enter: the
+/// caller forks into it last, so that nothing of ours appears there
+/// before it is inside the container.
+pub fn join_container(config: &ChildConfig, init: &crate::exec::Init) -> Result<File> {
     let gone = || Error::InvalidSpec("the container's process has exited".into());
     let mut files = Vec::with_capacity(EXEC_NAMESPACES.len());
     for (flag, name) in EXEC_NAMESPACES {
         let path = format!("/proc/{}/ns/{name}", init.pid);
         files.push((flag, File::open(&path).map_err(|_| gone())?));
     }
+    let pid_ns = File::open(format!("/proc/{}/ns/pid", init.pid)).map_err(|_| gone())?;
     // Opened above while the pid still named the container's process: it
     // cannot have been reused while that process lives.
     if crate::process_start_time(init.pid) != Some(init.started) {
@@ -89,7 +94,8 @@ pub fn join_container(config: &ChildConfig, init: &crate::exec::Init) -> Result<
     }
     process::set_oom_score_adj(config.oom_score_adj)?;
     process::set_umask(config.umask);
-    process::set_rlimits(&config.rlimits)
+    process::set_rlimits(&config.rlimits)?;
+    Ok(pid_ns)
 }
 
 fn join_namespaces(config: &ChildConfig) -> Result<()> {
@@ -128,6 +134,12 @@ pub fn drop_privileges(config: &ChildConfig, workload: Workload) -> Result<()> {
     switch_user(config)?;
     caps::keep_across_setuid(false)?;
     caps::apply(&sets)?;
+    // A change of user resets dumpability to fs.suid_dumpable, which a
+    // host may set to 1: a Wasm child stays non-dumpable for life (a
+    // native program's execve decides for itself, as under runc).
+    if workload == Workload::Wasm {
+        crate::readonly::make_non_dumpable()?;
+    }
     if !entered {
         chdir(&config.cwd).map_err(Error::sys(format!(
             "process.cwd {} inside the rootfs",

@@ -57,6 +57,15 @@ fn exec_not_found(id: &str, exec_id: &str) -> Fail {
 
 type Table = HashMap<String, TaskEntry>;
 
+/// What an exec's start needs, taken from the table under its lock.
+struct Launch {
+    bundle: std::path::PathBuf,
+    init: Pid,
+    cgroup: Option<crate::cgroup::Cgroup>,
+    spec: Vec<u8>,
+    stdio: [String; 3],
+}
+
 /// Exec `exec_id` of task `id`, or NotFound naming what is missing.
 fn exec_in<'a>(tasks: &'a Table, id: &str, exec_id: &str) -> RpcResult<&'a ExecEntry> {
     let task = tasks.get(id).ok_or_else(|| not_found(id))?;
@@ -132,10 +141,78 @@ impl Service {
         Ok(())
     }
 
-    /// Runs the exec. The table stays locked meanwhile (the process gets
-    /// ready in milliseconds), so its exit cannot be handled before its
-    /// start is recorded.
+    /// Runs the exec. The table is not locked while the process gets
+    /// ready (a helper that the container stops must not stall every
+    /// other RPC of the shim): the exec is Starting meanwhile, which
+    /// refuses a second Start, Kill and Delete. Its exit cannot be handled
+    /// before its start is recorded: the exit is read only afterwards.
     pub async fn start_exec(&self, id: &str, exec_id: &str) -> RpcResult<api::StartResponse> {
+        let what = format!("exec {exec_id} in task {id}");
+        let launch = self.launch_exec(id, exec_id).await?;
+        let target = crate::exec::Target {
+            id,
+            bundle: &launch.bundle,
+            init: launch.init,
+            cgroup: launch.cgroup.as_ref(),
+        };
+        let started = crate::exec::start(
+            &what,
+            &self.0.exe,
+            &self.0.reaper,
+            target,
+            &launch.spec,
+            &launch.stdio,
+        )
+        .await;
+        let mut tasks = self.table().await;
+        let exec = match (started, exec_in_mut(&mut tasks, id, exec_id)) {
+            (Ok(running), Ok(exec)) => (running, exec),
+            (Ok(running), Err(gone)) => {
+                // Deleted with its task while it started: nobody waits for it.
+                let _ = self
+                    .0
+                    .reaper
+                    .signal(running.pid, nix::sys::signal::Signal::SIGKILL);
+                return Err(gone);
+            }
+            (Err(fail), Ok(exec)) => {
+                let back = next(&name(id, exec_id), exec.status(), Event::Unlaunch)?;
+                exec.status.send_replace(back);
+                return Err(fail);
+            }
+            (Err(fail), Err(_)) => return Err(fail),
+        };
+        let (running, exec) = exec;
+        let now = next(&name(id, exec_id), exec.status(), Event::Start)?;
+        exec.pid = Some(running.pid);
+        exec.stdin_hold = running.stdin_hold;
+        exec.status.send_replace(now);
+        let pid = running.pid.as_raw() as u32;
+        log::info!("{what}: started, pid {pid}");
+        self.publish(
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            Box::new(TaskExecStarted {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                pid,
+                ..Default::default()
+            }),
+        );
+        drop(tasks);
+        let (service, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
+        let exit = running.exit;
+        tokio::spawn(async move {
+            let code = exit.await.unwrap_or(executor::exit::LOST);
+            service.on_exec_exit(&id, &exec_id, code as u32).await;
+        });
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    /// Moves the exec to Starting and takes what its start needs.
+    async fn launch_exec(&self, id: &str, exec_id: &str) -> RpcResult<Launch> {
         let what = format!("exec {exec_id} in task {id}");
         let mut tasks = self.table().await;
         let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
@@ -148,53 +225,20 @@ impl Service {
             .live
             .as_ref()
             .ok_or_else(|| Fail::internal(format!("task {id} has no process")))?;
-        let exec = task
-            .execs
-            .get(exec_id)
-            .ok_or_else(|| exec_not_found(id, exec_id))?;
-        next(&name(id, exec_id), exec.status(), Event::Start)?;
-        let target = crate::exec::Target {
-            id,
-            bundle: &task.bundle,
-            init: live.pid,
-            cgroup: live.resources.cgroup(),
-        };
-        let running = crate::exec::start(
-            &what,
-            &self.0.exe,
-            &self.0.reaper,
-            target,
-            &exec.spec,
-            &exec.stdio,
-        )
-        .await?;
+        let (init, cgroup) = (live.pid, live.resources.cgroup().cloned());
+        let bundle = task.bundle.clone();
         let exec = task
             .execs
             .get_mut(exec_id)
             .ok_or_else(|| exec_not_found(id, exec_id))?;
-        exec.pid = Some(running.pid);
-        exec.stdin_hold = running.stdin_hold;
-        exec.status.send_replace(Status::Running);
-        let pid = running.pid.as_raw() as u32;
-        log::info!("{what}: started, pid {pid}");
-        self.publish(
-            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
-            Box::new(TaskExecStarted {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-                pid,
-                ..Default::default()
-            }),
-        );
-        let (service, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
-        let exit = running.exit;
-        tokio::spawn(async move {
-            let code = exit.await.unwrap_or(executor::exit::LOST);
-            service.on_exec_exit(&id, &exec_id, code as u32).await;
-        });
-        Ok(api::StartResponse {
-            pid,
-            ..Default::default()
+        let starting = next(&name(id, exec_id), exec.status(), Event::Launch)?;
+        exec.status.send_replace(starting);
+        Ok(Launch {
+            bundle,
+            init,
+            cgroup,
+            spec: exec.spec.clone(),
+            stdio: exec.stdio.clone(),
         })
     }
 
@@ -283,7 +327,7 @@ impl Service {
         let exec = exec_in(&tasks, id, exec_id)?;
         let bundle = &tasks.get(id).ok_or_else(|| not_found(id))?.bundle;
         let status = match exec.status() {
-            Status::Created => ApiStatus::CREATED,
+            Status::Created | Status::Starting => ApiStatus::CREATED,
             Status::Running => ApiStatus::RUNNING,
             _ => ApiStatus::STOPPED,
         };

@@ -6,6 +6,10 @@
 //!               └───────────┴────────┴─▶ Stopped ─▶ Deleting ─▶ (gone)
 //! ```
 //!
+//! An exec's process is started without the table's lock held (a helper
+//! that a container stops must not stall the shim), so an exec goes
+//! Created ─▶ Starting ─▶ Running, and back to Created if its start fails.
+//!
 //! A task is in the table from the moment its Create begins until its
 //! Delete has released everything, so an id is taken and the shim is busy
 //! exactly while the table holds an entry. The exit status lives here and
@@ -29,6 +33,8 @@ pub enum Status {
     Creating,
     /// The child is ready and waits for Start.
     Created,
+    /// An exec's process is being started, outside the table's lock.
+    Starting,
     Running,
     /// Frozen by the cgroup freezer.
     Paused,
@@ -41,6 +47,9 @@ pub enum Status {
 pub enum Event {
     /// Create finished: the child is ready.
     Created,
+    /// An exec's start begins; `Start` ends it, `Unlaunch` undoes it.
+    Launch,
+    Unlaunch,
     Start,
     Pause,
     Resume,
@@ -67,6 +76,7 @@ impl Status {
         match self {
             Status::Creating => "is still being created",
             Status::Created => "was created but has not started",
+            Status::Starting => "is starting",
             Status::Running => "is running",
             Status::Paused => "is paused",
             Status::Stopped(_) => "has already exited",
@@ -84,7 +94,11 @@ pub fn next(id: &str, status: Status, event: Event) -> Result<Status, Fail> {
         (Creating, Event::Created) => Ok(Created),
         (_, Event::Created) => Err(refuse("finish creating it")),
 
-        (Created, Event::Start) => Ok(Running),
+        (Created, Event::Launch) => Ok(Starting),
+        (_, Event::Launch) => Err(refuse("start it")),
+        (Starting, Event::Unlaunch) => Ok(Created),
+        (_, Event::Unlaunch) => Err(refuse("undo its start")),
+        (Created | Starting, Event::Start) => Ok(Running),
         (_, Event::Start) => Err(refuse("start it")),
 
         (Running, Event::Pause) => Ok(Paused),
@@ -94,14 +108,14 @@ pub fn next(id: &str, status: Status, event: Event) -> Result<Status, Fail> {
 
         (Created | Running | Paused, Event::Exit(exit)) => Ok(Stopped(exit)),
         (Stopped(_) | Deleting(_), Event::Exit(_)) => Ok(status),
-        (Creating, Event::Exit(_)) => Err(refuse("record an exit")),
+        (Creating | Starting, Event::Exit(_)) => Err(refuse("record an exit")),
 
         (Created | Running | Paused, Event::Signal) => Ok(status),
         // containerd treats NotFound from Kill as "already gone".
         (Stopped(_) | Deleting(_), Event::Signal) => Err(Fail::not_found(format!(
             "task {id}: process already finished"
         ))),
-        (Creating, Event::Signal) => Err(refuse("signal it")),
+        (Creating | Starting, Event::Signal) => Err(refuse("signal it")),
 
         (Created | Running | Paused | Stopped(_), Event::Resources) => Ok(status),
         (_, Event::Resources) => Err(refuse("reach its cgroup")),

@@ -439,7 +439,7 @@ impl Service {
         let task = tasks.get(id).ok_or_else(|| not_found(id))?;
         let status = match task.status() {
             Status::Creating => ApiStatus::UNKNOWN,
-            Status::Created => ApiStatus::CREATED,
+            Status::Created | Status::Starting => ApiStatus::CREATED,
             Status::Running => ApiStatus::RUNNING,
             Status::Paused => ApiStatus::PAUSED,
             Status::Stopped(_) | Status::Deleting(_) => ApiStatus::STOPPED,
