@@ -49,7 +49,7 @@
 # markers, itself or in what it imports, is left alone, since TOML forbids
 # defining a table twice.
 #
-# Only POSIX sh, awk, sed, grep, sort, cmp, cp, mv, mktemp; chroot and
+# Only POSIX sh, awk, sed, grep, sort, cmp, cp, mv, mktemp, and sha256sum; chroot and
 # nsenter for VERIFY and RESTART.
 set -eu
 
@@ -433,7 +433,28 @@ install_binary() {
         fi
     fi
     mv -f "$tmp" "$dest"
+    sha256sum <"$dest" >"$(receipt)" || die "cannot write $SHIM_DIR/.$SHIM_NAME.installed"
     say "installed $SHIM_DIR/$SHIM_NAME"
+}
+
+# The receipt of the binary install put in place: its sha256 (coreutils
+# and busybox). uninstall removes only a binary that still matches it, never one
+# that someone else installed or changed since.
+receipt() { echo "$root$SHIM_DIR/.$SHIM_NAME.installed"; }
+
+uninstall_binary() {
+    dest="$root$SHIM_DIR/$SHIM_NAME"
+    if [ ! -e "$(receipt)" ]; then
+        [ ! -e "$dest" ] || say "left $SHIM_DIR/$SHIM_NAME alone: install.sh did not install it"
+        return 0
+    fi
+    if [ -f "$dest" ] && [ "$(sha256sum <"$dest")" = "$(cat "$(receipt)")" ]; then
+        rm -f "$dest" || die "cannot remove $SHIM_DIR/$SHIM_NAME"
+        say "removed $SHIM_DIR/$SHIM_NAME"
+    elif [ -e "$dest" ]; then
+        say "left $SHIM_DIR/$SHIM_NAME alone: it changed since install.sh installed it"
+    fi
+    rm -f "$(receipt)" || die "cannot remove $SHIM_DIR/.$SHIM_NAME.installed"
 }
 
 # The names of the CRI runtimes in `containerd config dump` output.
@@ -546,10 +567,7 @@ if [ "$action" = install ]; then
 else
     configure uninstall
     verify_config uninstall
-    if [ -e "$root$SHIM_DIR/$SHIM_NAME" ]; then
-        rm -f "$root$SHIM_DIR/$SHIM_NAME" || die "cannot remove $SHIM_DIR/$SHIM_NAME"
-        say "removed $SHIM_DIR/$SHIM_NAME"
-    fi
+    uninstall_binary
     changed || say "$cfg_rel has no wasmtime runtime from install.sh"
 fi
 restart_containerd

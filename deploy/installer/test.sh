@@ -122,7 +122,7 @@ busybox_path=
 if command -v busybox >/dev/null; then
     busybox_path=$tmp/busybox
     mkdir -p "$busybox_path"
-    for applet in sh awk sed grep cmp cp mv rm mkdir mktemp chmod cat tail head tr sort dirname env chroot; do
+    for applet in sh awk sed grep cmp sha256sum cp mv rm mkdir mktemp chmod cat tail head tr sort dirname env chroot; do
         ln -s "$(command -v busybox)" "$busybox_path/$applet"
     done
 fi
@@ -153,6 +153,22 @@ test_default() {
     check "default: config dump no longer shows it" not_sees_runtime "$cfg"
     check "default: uninstall again changes nothing" expect_ok "$root" uninstall
     check "default: still the default" same "$cfg" "$tmp/default.toml"
+
+    # A binary install.sh did not put there, or that changed since, stays.
+    local dest=$root/usr/local/bin/containerd-shim-wasmtime-v1
+    cp "$shim" "$dest"
+    check "default: uninstall of a binary placed by hand" expect_ok "$root" uninstall
+    check "default: it leaves that binary" shim_installed "$root"
+    check "default: and says why" logged "install.sh did not install it"
+    rm -f "$dest"
+    check "default: install over nothing" expect_ok "$root" install
+    echo changed >>"$dest"
+    check "default: uninstall after the binary changed" expect_ok "$root" uninstall
+    check "default: it leaves the changed binary" test -e "$dest"
+    check "default: and says why" logged "it changed since install.sh installed it"
+    check "default: the receipt goes" absent "$root/usr/local/bin/.containerd-shim-wasmtime-v1.installed"
+    rm -f "$dest"
+    cp "$tmp/default.toml" "$cfg"
 
     # The same bytes from other shells and from busybox's tools.
     local sh_name
