@@ -135,3 +135,69 @@ fn exec_joins_a_native_container_and_is_refused_for_wasm() {
     ctrd.remove_all_and_await_shims(&["bb-exec", "wasm-exec"], "SIGKILL");
     ctrd.assert_clean("bb-exec");
 }
+
+/// The pids on this host whose command line is `words`.
+fn processes_running(words: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for dirent in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = dirent.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).replace('\0', " ").trim() == words {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// In the host's PID namespace a container's other processes outlive its
+/// process; `ctr task kill --all` signals them too, through its cgroup.
+#[test]
+fn kill_all_reaches_every_process_of_the_container() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("busybox");
+    let id = "bb-kill-all";
+    let image = common::image("busybox");
+    let script = "sleep 7771 & exec sleep 7772";
+    // This process is in the host's PID namespace (PID 1 may not be
+    // readable in a sandbox).
+    let host_pid_ns = format!("pid:/proc/{}/ns/pid", std::process::id());
+    let out = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        common::RUNTIME,
+        "--with-ns",
+        &host_pid_ns,
+        &image,
+        id,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ctrd.wait_status(id, "RUNNING");
+    common::wait_for("both sleeps", std::time::Duration::from_secs(10), || {
+        !processes_running("sleep 7771").is_empty() && !processes_running("sleep 7772").is_empty()
+    });
+    let kill = ctrd.ctr(&["task", "kill", "--all", "--signal", "SIGKILL", id]);
+    assert!(
+        kill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+    ctrd.wait_status(id, "STOPPED");
+    common::wait_for(
+        "the background sleep to die",
+        std::time::Duration::from_secs(10),
+        || processes_running("sleep 7771").is_empty(),
+    );
+    assert!(ctrd.ctr(&["task", "delete", id]).status.success());
+    assert!(ctrd.ctr(&["container", "delete", id]).status.success());
+    ctrd.assert_clean(id);
+}

@@ -5,6 +5,7 @@
 
 mod devices;
 mod freeze;
+mod kill;
 mod limits;
 pub mod oom;
 mod stats;

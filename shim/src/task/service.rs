@@ -327,9 +327,18 @@ impl Service {
         let live = task.live(&req.id, Event::Signal)?;
         let what = format!("task {}", req.id);
         let signal = self.send_signal(&what, live.pid, req.signal)?;
+        let paused = task.status() == Status::Paused;
+        // The container's other processes too (`ctr task kill --all`): in
+        // a shared or the host's PID namespace they outlive its process.
+        if req.all
+            && let Some(cg) = live.resources.cgroup()
+            && let Err(e) = cg.signal_all(signal, live.pid, paused)
+        {
+            log::warn!("{what}: signal every process of its cgroup: {e:#}");
+        }
         // A frozen process does not die until it is thawed; as runc does,
         // a SIGKILL to a paused task thaws it so that it ends now.
-        if signal == Signal::SIGKILL && task.status() == Status::Paused {
+        if signal == Signal::SIGKILL && paused {
             super::cgroup_rpcs::thaw_for_kill(&req.id, live);
         }
         Ok(())
