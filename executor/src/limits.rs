@@ -23,6 +23,8 @@ pub struct GuestLimits {
     /// The container's limit, for the message.
     container_limit: u64,
     told: bool,
+    /// A bound of one instance below the container's (an HTTP request's).
+    per_request: Option<u64>,
 }
 
 impl GuestLimits {
@@ -34,6 +36,16 @@ impl GuestLimits {
             memory: limit.map(|l| l.saturating_sub(used)),
             container_limit: limit.unwrap_or(0),
             told: false,
+            per_request: None,
+        }
+    }
+
+    /// The same, with each clone's linear memory also bounded by `bytes`.
+    pub fn per_request(self, bytes: u64) -> GuestLimits {
+        GuestLimits {
+            memory: Some(self.memory.map_or(bytes, |m| m.min(bytes))),
+            per_request: Some(bytes),
+            ..self
         }
     }
 }
@@ -65,10 +77,16 @@ impl ResourceLimiter for GuestLimits {
         if !self.told {
             // Once: a guest that retries must not flood its stderr.
             self.told = true;
-            eprintln!(
-                "wasmtime shim: memory.grow from {current} to {desired} bytes refused: the container's memory limit of {} bytes leaves {allowed} bytes for the guest's linear memory",
-                self.container_limit
-            );
+            match self.per_request {
+                Some(bytes) if bytes == allowed => eprintln!(
+                    "wasmtime shim: memory.grow from {current} to {desired} bytes refused: a request may use {bytes} bytes of linear memory ({})",
+                    crate::wasm::http_limits::REQUEST_MEMORY_VAR
+                ),
+                _ => eprintln!(
+                    "wasmtime shim: memory.grow from {current} to {desired} bytes refused: the container's memory limit of {} bytes leaves {allowed} bytes for the guest's linear memory",
+                    self.container_limit
+                ),
+            }
         }
         Ok(false)
     }
@@ -105,6 +123,7 @@ mod tests {
             memory: Some(1 << 20),
             container_limit: 64 << 20,
             told: false,
+            per_request: None,
         };
         assert!(limits.memory_growing(0, 1 << 20, None).unwrap());
         assert!(!limits.memory_growing(1 << 20, 2 << 20, None).unwrap());
@@ -114,5 +133,14 @@ mod tests {
         assert!(free.memory_growing(0, 1 << 40, None).unwrap());
         let measured = GuestLimits::new(Some(64 << 20)).memory.unwrap();
         assert!(measured < (64 << 20) - RUNTIME_HEADROOM, "{measured}");
+    }
+
+    #[test]
+    fn a_request_bound_applies_below_the_containers() {
+        let mut request = GuestLimits::new(None).per_request(1 << 20);
+        assert!(request.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(!request.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        let tight = GuestLimits::new(Some(64 << 20)).per_request(1 << 40);
+        assert!(tight.memory.unwrap() < 64 << 20);
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -77,22 +77,22 @@ impl Served {
 /// Starts the HTTP component on the host's network, listening on
 /// `127.0.0.1:<port>` through `var`, with ctr attached to its output.
 fn serve(ctrd: &Containerd, id: &str, var: &str, port: u16) -> Served {
+    serve_with(ctrd, id, var, port, &[])
+}
+
+/// As [`serve`], with more `NAME=value` variables in the environment.
+fn serve_with(ctrd: &Containerd, id: &str, var: &str, port: u16, vars: &[&str]) -> Served {
     let env = format!("{var}=127.0.0.1:{port}");
     let image = common::image("python-http");
     let options = shared_cache();
+    let mut args = vec!["run", "--rm", "--net-host", "--runtime", common::RUNTIME];
+    args.extend([options.as_str(), "--env", env.as_str()]);
+    for var in vars {
+        args.extend(["--env", var]);
+    }
+    args.extend([image.as_str(), id]);
     let mut ctr = ctrd
-        .ctr_command(&[
-            "run",
-            "--rm",
-            "--net-host",
-            "--runtime",
-            common::RUNTIME,
-            &options,
-            "--env",
-            &env,
-            &image,
-            id,
-        ])
+        .ctr_command(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -249,4 +249,80 @@ fn an_address_in_use_fails_create_by_name() {
         run.stderr
     );
     ctrd.assert_clean("http-taken");
+}
+
+/// A client that sends half a request's headers and then nothing is
+/// disconnected at the header timeout; past the connection cap clients
+/// wait until a connection ends; a request that loops forever ends at its
+/// deadline with 500 or 503, one that grows past the request memory bound
+/// gets a 500, and the server goes on serving after each.
+#[test]
+fn slow_clients_and_runaway_requests_are_bounded() {
+    if !common::programs_built() {
+        return;
+    }
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("python-http");
+    let port = free_port();
+    let limits = [
+        "WASI_HTTP_HEADER_TIMEOUT=5",
+        "WASI_HTTP_MAX_CONNECTIONS=2",
+        "WASI_HTTP_REQUEST_TIMEOUT=3",
+        "WASI_HTTP_REQUEST_MEMORY=209715200",
+    ];
+    let served = serve_with(&ctrd, "http-limits", "WASI_HTTP_LISTEN_ADDR", port, &limits);
+
+    // Two clients that send half a request hold both connections: a third
+    // is not served while they last.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let third = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "1",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/third"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&third.stdout),
+        "000",
+        "past the cap"
+    );
+    // The header timeout closes them; then the next client is served.
+    for mut stream in slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(read.is_ok(), "the server closes a slow client: {read:?}");
+    }
+    assert_eq!(get(port, "/after-slow").0, 200);
+
+    let (status, _) = get(port, "/spin");
+    assert!(
+        status == 503 || status == 500,
+        "a request that loops: {status}"
+    );
+    assert_eq!(get(port, "/after-spin").0, 200);
+    assert_eq!(get(port, "/alloc/400").0, 500);
+    assert_eq!(get(port, "/alloc/8").0, 200);
+
+    ctrd.kill("http-limits", "SIGTERM");
+    let (status, stdout) = finish(served, "http-limits");
+    assert_eq!(status, 0, "{stdout}");
+    ctrd.assert_clean("http-limits");
 }

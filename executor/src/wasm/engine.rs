@@ -29,8 +29,9 @@ fn failed(e: wasmtime::Error) -> Error {
 
 /// The engine for `flavor`: wasmtime's defaults, which are the Wasm
 /// features `wasmtime run` enables, with parallel compilation on.
-/// Commands add epoch interruption, so a termination signal can stop a
-/// running guest. HTTP handlers use the pooling allocator, whose memory
+/// Both use epoch interruption: a termination signal stops a running
+/// command, and a request's deadline its guest. HTTP handlers use the
+/// pooling allocator, whose memory
 /// slots are reset from the module's copy-on-write image after each
 /// request, as `wasmtime serve` does.
 pub fn engine(flavor: Flavor) -> Result<Engine> {
@@ -41,6 +42,8 @@ pub fn engine(flavor: Flavor) -> Result<Engine> {
             config.epoch_interruption(true);
         }
         Flavor::Http => {
+            // Each request's store gets a deadline (http.rs).
+            config.epoch_interruption(true);
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(HTTP_INSTANCES)
                 .total_core_instances(HTTP_INSTANCES * 4)

@@ -1,19 +1,22 @@
 //! `wasi:http/proxy` components, served over HTTP/1.1 inside the
 //! container's network namespace: a fresh instance from the pooling
 //! allocator for every request, the guest's output on the container's
-//! stdout and stderr in whole lines per request, and a drain of the requests in flight on the first
-//! termination signal.
+//! stdout and stderr in whole lines per request, the limits of
+//! `http_limits.rs` (header and idle timeout, connection cap, a deadline
+//! and a memory bound per request), and a drain of the requests in
+//! flight on the first termination signal.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::sync::watch;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -24,6 +27,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::GuestEnv;
+use super::http_limits::{self, HttpLimits};
 use super::lines::{Lines, Target};
 use crate::limits::GuestLimits;
 
@@ -35,6 +39,9 @@ pub const LISTEN_VARS: [&str; 2] = ["WASI_HTTP_LISTEN_ADDR", "WASMTIME_HTTP_PROX
 const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// Where the component is served when no variable says otherwise.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// How often the engine's epoch advances: the resolution of a request's
+/// deadline in Wasm code.
+const EPOCH_TICK: Duration = Duration::from_millis(100);
 
 /// Whether a component's exports make it an HTTP handler, from its bytes:
 /// the engine depends on it, so this is known before compiling.
@@ -98,6 +105,7 @@ impl WasiHttpView for Guest {
 pub struct Prepared {
     pre: ProxyPre<Guest>,
     listener: TcpListener,
+    limits: HttpLimits,
 }
 
 /// The listen address from the container's environment.
@@ -130,13 +138,18 @@ pub fn prepare(
         .instantiate_pre(component)
         .map_err(|e| format!("cannot link: {e:#}"))?;
     let pre = ProxyPre::new(pre).map_err(|e| format!("cannot link: {e:#}"))?;
+    let limits = http_limits::from_env(env)?;
     let address = listen_address(env)?;
     let listener =
         TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-    Ok(Prepared { pre, listener })
+    Ok(Prepared {
+        pre,
+        listener,
+        limits,
+    })
 }
 
 /// What every request's store starts from.
@@ -145,6 +158,7 @@ struct Server {
     env: Vec<(String, String)>,
     args: Vec<String>,
     limits: GuestLimits,
+    http: HttpLimits,
 }
 
 /// Serves until the first termination signal, then lets the requests in
@@ -167,13 +181,33 @@ pub fn serve(prepared: Prepared, guest: &GuestEnv, threads: usize) -> i32 {
             return crate::exit::FAILURE;
         }
     };
+    let http = prepared.limits;
     let server = Arc::new(Server {
+        limits: GuestLimits::new(guest.memory_limit).per_request(http.request_memory),
         pre: prepared.pre,
         env: guest.env.to_vec(),
         args: guest.args.to_vec(),
-        limits: GuestLimits::new(guest.memory_limit),
+        http,
     });
+    if let Err(e) = tick_epochs(server.pre.engine().clone()) {
+        eprintln!("Error: start the HTTP server's epoch thread: {e}");
+        return crate::exit::FAILURE;
+    }
     runtime.block_on(accept_until_drained(server, prepared.listener, drain_rx))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its
+/// own, which a guest looping on every worker cannot hold up.
+fn tick_epochs(engine: Engine) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map(drop)
 }
 
 async fn accept_until_drained(
@@ -190,14 +224,31 @@ async fn accept_until_drained(
     };
     let mut connections = JoinSet::new();
     let connection_drain = drain.clone();
+    // A connection is accepted only with a permit: past the cap, clients
+    // wait in the listen backlog until a connection ends.
+    let slots = Arc::new(Semaphore::new(server.http.max_connections));
+    let mut permit: Option<OwnedSemaphorePermit> = None;
     loop {
+        if permit.is_none() {
+            tokio::select! {
+                _ = drain.wait_for(|draining| *draining) => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                taken = slots.clone().acquire_owned() => permit = taken.ok(),
+            }
+            continue;
+        }
         tokio::select! {
             _ = drain.wait_for(|draining| *draining) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection(server.clone(), stream, connection_drain.clone()));
+                    let held = permit.take();
+                    let conn = connection(server.clone(), stream, connection_drain.clone());
+                    connections.spawn(async move {
+                        conn.await;
+                        drop(held);
+                    });
                 }
                 // Out of descriptors or a connection reset before accept:
                 // the server goes on with the next one, after a pause that
@@ -221,12 +272,17 @@ async fn connection(
     stream: tokio::net::TcpStream,
     mut drain: watch::Receiver<bool>,
 ) {
+    let header_timeout = server.http.header_timeout;
     let service = service_fn(move |request| {
         let server = server.clone();
         async move { Ok::<_, Infallible>(handle(server, request).await) }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
+        .timer(TokioTimer::new())
+        // hyper starts this clock whenever it waits for a request's head,
+        // so it also ends a kept-alive connection that stays idle.
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
@@ -238,23 +294,42 @@ async fn connection(
 }
 
 /// One request in a fresh instance. A guest that fails gets a 500 and
-/// its error on the container's stderr.
+/// its error on the container's stderr; one that has not answered by its
+/// deadline a 503.
 async fn handle(
     server: Arc<Server>,
     request: hyper::Request<Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
-    match call_guest(&server, request).await {
-        Ok(response) => response,
-        Err(e) => {
+    let deadline = server.http.request_timeout;
+    match tokio::time::timeout(deadline, call_guest(&server, request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
             eprintln!("Error: {e:?}");
-            let body = Full::new(Bytes::from_static(b"internal server error\n"))
-                .map_err(|never: Infallible| match never {})
-                .boxed_unsync();
-            let mut response = hyper::Response::new(body);
-            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-            response
+            plain(
+                hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                b"internal server error\n",
+            )
+        }
+        Err(_) => {
+            eprintln!(
+                "Error: the request did not finish within {deadline:?} ({})",
+                http_limits::REQUEST_TIMEOUT_VAR
+            );
+            plain(
+                hyper::StatusCode::SERVICE_UNAVAILABLE,
+                b"request timed out\n",
+            )
         }
     }
+}
+
+fn plain(status: hyper::StatusCode, text: &'static [u8]) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from_static(text))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = status;
+    response
 }
 
 async fn call_guest(
@@ -274,6 +349,11 @@ async fn call_guest(
     };
     let mut store = Store::new(server.pre.engine(), data);
     store.limiter(|guest| &mut guest.limits);
+    // Wasm code that runs past the deadline traps (a guest waiting in the
+    // host is ended by the timeout in `handle`, which drops this store).
+    let ticks = server.http.request_timeout.as_millis() / EPOCH_TICK.as_millis();
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
+    store.epoch_deadline_trap();
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let request = store
         .data_mut()
@@ -290,15 +370,46 @@ async fn call_guest(
             .call_handle(&mut store, request, out)
             .await
     });
+    // Dropped when `handle` gives up on the request: the guest goes too.
+    let mut task = AbortOnDrop(Some(task));
     match receiver.await {
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok(response)) => {
+            // The guest may go on streaming the body (its Wasm code still
+            // under the epoch deadline).
+            task.detach();
+            Ok(response)
+        }
         Ok(Err(code)) => Err(wasmtime::format_err!(
             "the guest answered with error {code:?}"
         )),
-        Err(_) => match task.await {
+        Err(_) => match task.join().await {
             Ok(Ok(())) => Err(wasmtime::format_err!("the guest set no response")),
             Ok(Err(e)) => Err(e.context("the guest set no response")),
             Err(e) => Err(wasmtime::format_err!("the guest's task failed: {e}")),
         },
+    }
+}
+
+/// A guest's task, aborted when the request it serves is given up.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<wasmtime::Result<()>>>);
+
+impl AbortOnDrop {
+    fn detach(&mut self) {
+        self.0 = None;
+    }
+
+    async fn join(&mut self) -> Result<wasmtime::Result<()>, tokio::task::JoinError> {
+        match self.0.as_mut() {
+            Some(handle) => handle.await,
+            None => Ok(Ok(())),
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
     }
 }

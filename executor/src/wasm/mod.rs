@@ -7,6 +7,7 @@ pub mod component;
 pub mod core;
 pub mod engine;
 pub mod http;
+pub mod http_limits;
 pub mod lines;
 
 use std::path::Path;

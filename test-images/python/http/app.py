@@ -4,7 +4,9 @@ componentize-py, which exports `wasi:http/incoming-handler`.
 For each request it prints one line on stdout, `request <METHOD> <path>`, and answers 200
 with the body `hello from python http <path>\n`; a path `/status/<n>` answers status n
 (with the same body); a path `/sleep/<s>` sleeps s seconds before answering, so tests can
-keep a request in flight. The path is the request's path and query as received.
+keep a request in flight; `/spin` loops forever (a request's deadline must end it);
+`/alloc/<mb>` holds mb MiB while it answers (a request's memory bound may refuse it). The
+path is the request's path and query as received.
 """
 
 import sys
@@ -52,6 +54,11 @@ class IncomingHandler(exports.IncomingHandler):
         print(f"request {name} {path}", flush=True)
         if path.startswith("/sleep/"):
             time.sleep(float(path[len("/sleep/") :] or 0))
+        if path == "/spin":
+            while True:
+                pass
+        # A local: it is held until the handler returns.
+        held = bytearray(int(path[len("/alloc/") :] or 0) << 20) if path.startswith("/alloc/") else b""
 
         body = f"hello from python http {path}\n".encode()
         response = OutgoingResponse(Fields.from_list([("content-type", b"text/plain")]))
