@@ -26,7 +26,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use executor::cache::{self as wire, Reply, Request};
@@ -41,6 +41,12 @@ use sha2::{Digest, Sha256};
 /// How often a lookup waiting for a key's lock checks that its child and
 /// socket are still there.
 const HANGUP_POLL_MS: u16 = 100;
+/// How long a child waits for another's compile of the same module before
+/// it compiles the module itself, without the cache.
+const WAIT_LIMIT: Duration = Duration::from_secs(180);
+/// Free space left on the cache's filesystem after an entry is written:
+/// an entry that would leave less is not stored.
+const FREE_RESERVE: u64 = 256 << 20;
 
 /// The cache directory and its byte bound.
 #[derive(Debug)]
@@ -53,6 +59,9 @@ pub struct Cache {
     /// descriptor or mapping can reopen it for writing or truncate it.
     view: OwnedFd,
     max_bytes: u64,
+    /// [`WAIT_LIMIT`] and [`FREE_RESERVE`], smaller in tests.
+    wait_limit: Duration,
+    free_reserve: u64,
 }
 
 /// A key's lock, shared or exclusive; dropping it releases it.
@@ -69,9 +78,9 @@ enum Wait<'a> {
     #[cfg_attr(not(test), allow(dead_code))]
     Block,
     Never,
-    /// Until the lock is free, or the socket hangs up (the child is gone or
-    /// the shim shut the conversation down).
-    UntilHangup(&'a UnixStream),
+    /// Until the lock is free, the socket hangs up (the child is gone or
+    /// the shim shut the conversation down), or the deadline passes.
+    UntilHangup(&'a UnixStream, Instant),
 }
 
 /// What a child's lookup found.
@@ -81,6 +90,8 @@ enum Found {
     Miss(KeyLock),
     /// The socket hung up while the lookup waited for the key's lock.
     HungUp,
+    /// Another compile of the module held the key's lock past the limit.
+    WaitedTooLong,
 }
 
 /// A file being written, removed unless it is renamed into place.
@@ -157,6 +168,8 @@ impl Cache {
             fd,
             view,
             max_bytes,
+            wait_limit: WAIT_LIMIT,
+            free_reserve: FREE_RESERVE,
         })
     }
 
@@ -187,13 +200,17 @@ impl Cache {
     /// of the attempt is left in the directory.
     pub fn store(&self, key: &str, bytes: impl Read, len: u64) -> Result<File> {
         check_key(key)?;
-        if len > wire::MAX_ENTRY_BYTES {
+        if len > wire::MAX_ENTRY_BYTES.min(self.max_bytes) {
             bail!(
                 "cache entry {key}: {len} bytes is over the limit of {}",
-                wire::MAX_ENTRY_BYTES
+                wire::MAX_ENTRY_BYTES.min(self.max_bytes)
             );
         }
         self.check_held(key)?;
+        self.check_space(len)?;
+        // Room first, so the directory stays within its bound while the
+        // entry is written.
+        self.evict(key, len);
         let entry = self.temp(key, "", 0o444)?;
         let digest = copy_exactly(bytes, &entry.file, len)
             .with_context(|| format!("write {}", self.path(&entry.name).display()))?;
@@ -219,8 +236,26 @@ impl Cache {
                 self.path(&entry_name(key)).display()
             )
         })?;
-        self.evict(key);
+        // Other shims may have stored meanwhile.
+        self.evict(key, 0);
         Ok(stored)
+    }
+
+    /// Refuses an entry of `len` bytes that would leave the filesystem
+    /// with less than [`FREE_RESERVE`] free: a full disk must never leave
+    /// half an entry, and the cache must not take what others need.
+    fn check_space(&self, len: u64) -> Result<()> {
+        let stat = nix::sys::statvfs::fstatvfs(&self.fd)
+            .with_context(|| format!("statvfs {}", self.dir.display()))?;
+        let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+        if free < len.saturating_add(self.free_reserve) {
+            bail!(
+                "{} has {free} bytes free: not enough for an entry of {len} bytes and {} to spare",
+                self.dir.display(),
+                self.free_reserve
+            );
+        }
+        Ok(())
     }
 
     /// The bytes of every entry, as eviction counts them.
@@ -239,15 +274,21 @@ impl Cache {
     /// the exclusive lock, which the child then keeps until it stores.
     fn lookup_for(&self, key: &str, socket: &UnixStream) -> Result<Found> {
         check_key(key)?;
-        let Some(shared) = self.acquire(key, false, Wait::UntilHangup(socket))? else {
-            return Ok(Found::HungUp);
+        let deadline = Instant::now() + self.wait_limit;
+        let wait = Wait::UntilHangup(socket, deadline);
+        let gave_up = || match Instant::now() >= deadline {
+            true => Found::WaitedTooLong,
+            false => Found::HungUp,
+        };
+        let Some(shared) = self.acquire(key, false, wait)? else {
+            return Ok(gave_up());
         };
         if let Some(entry) = self.lookup_locked(key)? {
             return Ok(Found::Hit(entry));
         }
         drop(shared);
-        let Some(exclusive) = self.acquire(key, true, Wait::UntilHangup(socket))? else {
-            return Ok(Found::HungUp);
+        let Some(exclusive) = self.acquire(key, true, wait)? else {
+            return Ok(gave_up());
         };
         // Another child may have stored the entry while this one waited.
         Ok(match self.lookup_locked(key)? {
@@ -358,7 +399,11 @@ impl Cache {
                 Ok(locked) => locked,
                 Err((_, Errno::EINTR)) => continue,
                 Err((_, Errno::EWOULDBLOCK)) => match wait {
-                    Wait::UntilHangup(socket) if !hung_up(socket) => continue,
+                    Wait::UntilHangup(socket, deadline)
+                        if Instant::now() < deadline && !hung_up(socket) =>
+                    {
+                        continue;
+                    }
                     _ => return Ok(None),
                 },
                 Err((_, e)) => {
@@ -431,10 +476,11 @@ impl Cache {
         }
     }
 
-    /// Evicts the least recently used entries until the entries fit the
-    /// bound, never `keep` nor an entry whose lock someone holds, and
-    /// removes the leftovers of crashed writers and abandoned misses.
-    fn evict(&self, keep: &str) {
+    /// Evicts the least recently used entries until the entries and
+    /// `incoming` more bytes fit the bound, never `keep` nor an entry whose
+    /// lock someone holds, and removes the leftovers of crashed writers
+    /// and abandoned misses.
+    fn evict(&self, keep: &str, incoming: u64) {
         let listing = match self.list() {
             Ok(listing) => listing,
             Err(e) => {
@@ -462,7 +508,7 @@ impl Cache {
                 }
             }
         }
-        let mut total: u64 = listing.entries.iter().map(|e| e.size).sum();
+        let mut total: u64 = listing.entries.iter().map(|e| e.size).sum::<u64>() + incoming;
         if total <= self.max_bytes {
             return;
         }
@@ -673,6 +719,9 @@ pub enum Outcome {
     MissAbandoned,
     /// The socket hung up while the lookup waited for the key's lock.
     Interrupted,
+    /// Another compile held the key's lock past the limit: the child was
+    /// told to compile without the cache.
+    WaitedTooLong,
 }
 
 /// What happened in one child's conversation.
@@ -694,6 +743,10 @@ impl fmt::Display for Summary {
             }
             Outcome::MissAbandoned => write!(f, "miss {key}, nothing stored"),
             Outcome::Interrupted => write!(f, "lookup {key} ended while waiting for its lock"),
+            Outcome::WaitedTooLong => write!(
+                f,
+                "lookup {key} waited {WAIT_LIMIT:?} (or its test limit) for another compile of the module: compiled without the cache"
+            ),
         }
     }
 }
@@ -736,6 +789,17 @@ fn converse(cache: Option<&Cache>, socket: &UnixStream) -> Result<Summary> {
             Ok(None) => break,
             Err(e) => return refuse(socket, anyhow::Error::from(e)),
         };
+        let key = match &request {
+            Request::Lookup { key } | Request::Store { key, .. } => key,
+        };
+        // A conversation is about the one module its child loads: a child
+        // that names another key is refused, so it can store for no other.
+        if let Some(first) = summary.key.as_ref().filter(|first| *first != key) {
+            return refuse(
+                socket,
+                anyhow!("{key} after {first}: one module per conversation"),
+            );
+        }
         match request {
             Request::Lookup { key } => {
                 summary.key = Some(key.clone());
@@ -767,6 +831,10 @@ fn converse(cache: Option<&Cache>, socket: &UnixStream) -> Result<Summary> {
                     Ok(Found::HungUp) => {
                         summary.outcome = Outcome::Interrupted;
                         break;
+                    }
+                    Ok(Found::WaitedTooLong) => {
+                        summary.outcome = Outcome::WaitedTooLong;
+                        reply(socket, &Reply::Off, None)?;
                     }
                     Err(e) => return refuse(socket, e.context(format!("lookup {key}"))),
                 }
@@ -1019,13 +1087,106 @@ mod tests {
         assert!(!left.iter().any(|n| n.starts_with(&b)), "{left:?}");
         assert_eq!(cache.size(), 200);
 
-        // A bound below one entry still keeps the entry just stored.
+        // An entry larger than the bound is not stored: the bound holds.
         let small = Cache::open(&cache.dir, 50).unwrap();
         let d = key(13);
-        let entry = store_direct(&small, &d, &[4; 100]);
-        assert_eq!(read(&entry), [4; 100]);
-        assert_eq!(names(&small), files_of(&d));
-        assert_eq!(small.size(), 100);
+        let _lock = small.lock(&d).unwrap();
+        let error = small.store(&d, &[4u8; 100][..], 100).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("over the limit of 50"),
+            "{error:#}"
+        );
+        let left = names(&small);
+        assert!(
+            !left
+                .iter()
+                .any(|n| n.starts_with(&d) && !n.ends_with(".lock")),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn a_conversation_cannot_store_for_another_module() {
+        let (_temp, cache) = new_cache(1 << 20);
+        let (k, other) = (key(42), key(43));
+        let ((), summary) = converse_with(Some(&cache), |link| {
+            assert!(link.lookup(&k).unwrap().is_none());
+            link.store(&k, b"code of k").unwrap().unwrap();
+            assert!(link.lookup(&other).is_err(), "a second module's lookup");
+        });
+        let error = summary.unwrap_err();
+        assert!(
+            format!("{error:#}").contains("one module per conversation"),
+            "{error:#}"
+        );
+        assert!(cache.lookup(&other).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_lookup_stops_waiting_for_anothers_compile_and_compiles_alone() {
+        let (_temp, mut cache) = new_cache(1 << 20);
+        cache.wait_limit = Duration::from_millis(300);
+        let k = key(40);
+        // Another child's compile of the same module, which never ends.
+        let _held = cache.lock(&k).unwrap();
+        let (stored, summary) = converse_with(Some(&cache), |link| {
+            assert!(link.lookup(&k).unwrap().is_none());
+            link.store(&k, b"code").unwrap()
+        });
+        assert!(stored.is_none(), "nothing is stored without the key's lock");
+        assert_eq!(summary.unwrap().outcome, Outcome::WaitedTooLong);
+    }
+
+    /// A tmpfs of `bytes` mounted on a new directory, unmounted on drop.
+    struct SmallDisk(tempfile::TempDir);
+
+    impl SmallDisk {
+        fn new(bytes: u64) -> Option<SmallDisk> {
+            if !geteuid().is_root() {
+                eprintln!("skipped: mounting a small filesystem needs root");
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let data = format!("size={bytes},mode=0700");
+            nix::mount::mount(
+                Some("tmpfs"),
+                dir.path(),
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .unwrap();
+            Some(SmallDisk(dir))
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    #[test]
+    fn a_full_disk_leaves_no_entry_and_no_half_written_file() {
+        let Some(disk) = SmallDisk::new(1 << 20) else {
+            return;
+        };
+        let mut cache = Cache::open(&disk.0.path().join("cache"), 1 << 30).unwrap();
+        let k = key(41);
+        let _lock = cache.lock(&k).unwrap();
+        // Refused before a byte is written: not enough room to spare.
+        let error = cache.store(&k, &[7u8; 4096][..], 4096).unwrap_err();
+        assert!(format!("{error:#}").contains("bytes free"), "{error:#}");
+        // Without the reserve, an entry that fits is stored whole.
+        cache.free_reserve = 0;
+        let code = vec![7u8; 256 << 10];
+        cache.store(&k, &code[..], code.len() as u64).unwrap();
+        // One larger than what is left is refused, and the old one stays.
+        let big = vec![8u8; 1 << 20];
+        assert!(cache.store(&k, &big[..], big.len() as u64).is_err());
+        assert!(temps(&cache).is_empty(), "{:?}", names(&cache));
+        drop(_lock);
+        assert_eq!(read(&cache.lookup(&k).unwrap().unwrap()), code);
     }
 
     #[test]

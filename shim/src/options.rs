@@ -12,8 +12,12 @@ use serde::Deserialize;
 
 /// Where the cache lives when the options do not say: beside containerd's
 /// task state (the bundle is `<state>/io.containerd.runtime.v2.task/<ns>/<id>`),
-/// so each containerd has its own.
+/// so each containerd has its own, unless that state is in memory.
 const STATE_SUBDIR: &str = "io.containerd.wasmtime.v1";
+/// The default when containerd's state is on a tmpfs, as /run/containerd
+/// is on a default install: there every entry would be charged to the
+/// memory of the shim that wrote it, and lost at reboot.
+const DISK_DEFAULT: &str = "/var/lib/containerd-shim-wasmtime/cache";
 /// The cache's default bound.
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
 
@@ -98,7 +102,7 @@ fn parse_table(body: &[u8]) -> anyhow::Result<Table> {
 }
 
 /// `<containerd state>/io.containerd.wasmtime.v1/cache` for a bundle in
-/// containerd's usual place, else a directory of this shim's under /run.
+/// containerd's usual place on a disk, else [`DISK_DEFAULT`].
 fn default_cache_dir(bundle: &Path) -> PathBuf {
     let tasks = bundle.parent().and_then(Path::parent);
     let state = tasks
@@ -108,9 +112,17 @@ fn default_cache_dir(bundle: &Path) -> PathBuf {
         })
         .and_then(Path::parent);
     match state {
-        Some(state) => state.join(STATE_SUBDIR).join("cache"),
-        None => Path::new("/run").join(STATE_SUBDIR).join("cache"),
+        Some(state) if !in_memory(state) => state.join(STATE_SUBDIR).join("cache"),
+        _ => PathBuf::from(DISK_DEFAULT),
     }
+}
+
+/// Whether `path` is on a tmpfs or ramfs (false when it cannot be told).
+fn in_memory(path: &Path) -> bool {
+    use nix::sys::statfs::{FsType, TMPFS_MAGIC, statfs};
+    // <linux/magic.h>; nix names no constant for it.
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    statfs(path).is_ok_and(|s| [TMPFS_MAGIC, RAMFS_MAGIC].contains(&s.filesystem_type()))
 }
 
 #[cfg(test)]
@@ -135,10 +147,32 @@ mod tests {
         );
         assert_eq!(got.max_bytes, Some(DEFAULT_CACHE_MAX_BYTES));
         let elsewhere = cache_settings(None, Path::new("/tmp/b")).unwrap();
-        assert_eq!(
-            elsewhere.dir,
-            Path::new("/run/io.containerd.wasmtime.v1/cache")
-        );
+        assert_eq!(elsewhere.dir, Path::new(DISK_DEFAULT));
+    }
+
+    #[test]
+    fn state_in_memory_puts_the_default_on_disk() {
+        let temp = tempfile::tempdir_in("/dev/shm");
+        let Some(state) = temp.ok().filter(|t| in_memory(t.path())) else {
+            eprintln!("skipped: no tmpfs at /dev/shm");
+            return;
+        };
+        let bundle = state
+            .path()
+            .join("io.containerd.runtime.v2.task/k8s.io/abc");
+        let got = cache_settings(None, &bundle).unwrap();
+        assert_eq!(got.dir, Path::new(DISK_DEFAULT));
+        let on_disk = tempfile::tempdir().unwrap();
+        if !in_memory(on_disk.path()) {
+            let bundle = on_disk
+                .path()
+                .join("io.containerd.runtime.v2.task/k8s.io/abc");
+            let got = cache_settings(None, &bundle).unwrap();
+            assert_eq!(
+                got.dir,
+                on_disk.path().join("io.containerd.wasmtime.v1/cache")
+            );
+        }
     }
 
     #[test]
