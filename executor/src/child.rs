@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cache::CacheLink;
 use crate::error::{Error, Result};
@@ -115,16 +115,32 @@ fn parse_args(args: &[String]) -> Result<(String, PathBuf, bool)> {
     }
 }
 
-/// The first bytes of a file, enough to tell its kind.
-fn head(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::with_capacity(8);
-    File::open(path)
-        .and_then(|f| f.take(8).read_to_end(&mut bytes))
-        .map_err(|e| Error::Module {
-            path: path.display().to_string(),
+/// Finds args[0] with the spec's PATH and opens it, both as the
+/// container's user (`sandbox::identity`): a file that user may not read
+/// is refused by name, as an execve of it would be.
+fn open_entry(config: &ChildConfig, name: &str) -> Result<(PathBuf, File)> {
+    let user = sandbox::identity::User::of(config);
+    sandbox::identity::as_user(&user, || {
+        let found = crate::native::resolve(name, &config.env)?;
+        // Relative to the working directory, as exec would take it.
+        let path = config.cwd.join(&found);
+        let file = File::open(&path).map_err(|e| Error::Module {
+            path: name.to_string(),
             reason: format!("cannot read it in the container's rootfs: {e}"),
         })?;
+        Ok((found, file))
+    })
+}
+
+/// The first bytes of a file, enough to tell its kind.
+fn head(file: &File, name: &str) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; 8];
+    let n = file.read_at(&mut bytes, 0).map_err(|e| Error::Module {
+        path: name.to_string(),
+        reason: format!("cannot read it in the container's rootfs: {e}"),
+    })?;
+    bytes.truncate(n);
     Ok(bytes)
 }
 
@@ -175,10 +191,10 @@ fn prepare_in_sandbox(
         return prepare_wasm(config, &module_arg, &bytes, cache);
     }
     let (name, _) = split_entry(&config.args[0]);
-    let found = crate::native::resolve(name, &config.env)?;
-    // Relative to the working directory, as exec would take it.
+    let (found, mut file) = open_entry(&config, name)?;
     let path = config.cwd.join(&found);
-    if detect(&head(&path)?) == Kind::Native {
+    if detect(&head(&file, name)?) == Kind::Native {
+        drop(file);
         crate::native::close_on_exec_above_stdio()?;
         // Until the exec, a termination signal ends the child, as it ends
         // runc's init: blocked, it would be dropped at the exec. Started
@@ -189,10 +205,12 @@ fn prepare_in_sandbox(
         let program = crate::native::prepare(&path, &config.args, &config.env)?;
         return Ok(Ready::Native(program));
     }
-    let bytes = std::fs::read(&path).map_err(|e| Error::Module {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| Error::Module {
         path: name.to_string(),
         reason: format!("cannot read it in the container's rootfs: {e}"),
     })?;
+    drop(file);
     let module_arg = match config.args[0].split_once('#') {
         Some((_, func)) => format!("{}#{func}", found.display()),
         None => found.display().to_string(),

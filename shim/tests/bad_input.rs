@@ -216,3 +216,55 @@ fn an_unknown_syscall_in_a_seccomp_profile_is_skipped_as_runc_skips_it() {
         ctrd.assert_clean(id);
     }
 }
+
+/// A module path that leads out of the rootfs, or to a file the
+/// container's user may not read, is refused by name, and no host file is
+/// ever read for it: a symlink to a host-only module, `..` above the root,
+/// a root-only module run as another user.
+#[test]
+fn module_paths_stay_in_the_rootfs_and_the_users_rights() {
+    let Some(ctrd) = containerd() else { return };
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    // A valid module that only the host has: run, it would print hello.
+    let host = ctrd.dir().join("host-only.wasm");
+    std::fs::write(&host, test_images::HELLO_WASM).unwrap();
+    let rootfs = hello_rootfs(&ctrd);
+    symlink(&host, rootfs.join("link.wasm")).unwrap();
+    let secret = rootfs.join("secret.wasm");
+    std::fs::write(&secret, test_images::HELLO_WASM).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let up = format!("/../../../../..{}", host.display());
+    let cases: [(&str, &str, u32, &[&str]); 3] = [
+        ("bad-link", "/link.wasm", 0, &["/link.wasm", "No such file"]),
+        ("bad-up", up.as_str(), 0, &[up.as_str(), "No such file"]),
+        (
+            "bad-secret",
+            "/secret.wasm",
+            1000,
+            &["/secret.wasm", "Permission denied"],
+        ),
+    ];
+    for (id, path, uid, expected) in cases {
+        let mut spec = ctrd.default_spec(&rootfs, id, &[path]);
+        spec["process"]["user"]["uid"] = uid.into();
+        spec["process"]["user"]["gid"] = uid.into();
+        let run = ctrd.run_config(common::RUNTIME, id, &spec);
+        assert_ne!(run.code, 0, "{id}: {run:?}");
+        assert!(!run.stdout.contains("hello"), "{id} ran a module: {run:?}");
+        for text in expected {
+            assert!(
+                run.stderr.contains(text),
+                "{id}: {text:?} in {}",
+                run.stderr
+            );
+        }
+        ctrd.assert_clean(id);
+        let _ = ctrd.ctr(&["container", "delete", id]);
+    }
+    // The same root-only module runs for root in the container.
+    let mut spec = ctrd.default_spec(&rootfs, "secret-root", &["/secret.wasm"]);
+    spec["process"]["user"]["uid"] = 0.into();
+    let run = ctrd.run_config(common::RUNTIME, "secret-root", &spec);
+    assert_eq!(run.code, 0, "{run:?}");
+    ctrd.assert_clean("secret-root");
+}

@@ -173,6 +173,37 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
+/// Sets the effective set to `mask` within the permitted set, which stays
+/// as it is (so a later call can raise the effective set again).
+pub fn set_effective(mask: u64) -> Result<()> {
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes one header's worth of two data structs
+    // (version 3) into memory of ours, alive for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_capget, &raw const header, data.as_mut_ptr()) };
+    if ret != 0 {
+        return Err(Error::Io {
+            what: "read this process's capabilities".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    data[0].effective = data[0].permitted & mask as u32;
+    data[1].effective = data[1].permitted & (mask >> 32) as u32;
+    // SAFETY: capset reads one header and two data structs (version 3),
+    // both laid out as the kernel's and alive for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) };
+    if ret != 0 {
+        return Err(Error::Io {
+            what: "set the effective capabilities".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
 /// Sets the effective, permitted and inheritable sets, then the ambient set.
 pub fn apply(sets: &CapSets) -> Result<()> {
     let header = CapHeader {

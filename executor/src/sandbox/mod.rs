@@ -8,6 +8,7 @@ pub mod caps;
 mod cgroup_mount;
 mod dev;
 pub mod device_filter;
+pub mod identity;
 pub mod mount_spec;
 mod paths;
 mod process;
