@@ -36,6 +36,11 @@ const PROGRAMS: &[Program] = &[
         static_link: true,
     },
     Program {
+        name: "attack",
+        sources: &["attack.c"],
+        static_link: true,
+    },
+    Program {
         name: DYNAMIC_PROGRAM,
         sources: &["dynhello.c"],
         static_link: false,

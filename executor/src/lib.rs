@@ -18,6 +18,7 @@ pub mod hooks;
 pub mod kind;
 pub mod limits;
 pub mod native;
+pub mod pidfd;
 pub mod protocol;
 pub mod readonly;
 pub mod sandbox;

@@ -7,8 +7,7 @@ use anyhow::Context;
 use containerd_shim::DeleteResponse;
 use containerd_shim::Flags;
 use containerd_shim::protos::protobuf::Message;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use crate::container::{PID_FILE, read_pid_file, unmount};
 use crate::task::timestamp;
@@ -21,10 +20,13 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     };
     let recorded = read_pid_file(&bundle);
     let pid = recorded.map(|(pid, _)| pid);
+    // The start time is checked once the pidfd holds the process: a pid
+    // reused after that check cannot be signalled through it.
     if let Some((pid, started)) = recorded
+        && let Ok(process) = executor::pidfd::PidFd::open(pid)
         && is_our_child(pid, started)
     {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = process.signal(Signal::SIGKILL);
         // A paused task dies only once thawed.
         if let Ok(spec) = executor::spec::load(&bundle)
             && let Some(path) = executor::spec::cgroups_path(&spec)

@@ -160,6 +160,7 @@ fn lines_with<'a>(text: &'a str, prefixes: &[&str]) -> Vec<&'a str> {
 
 /// The sidecar lists every fd, mapping, root and binary of the processes
 /// it shares its PID namespace with and tries to open each for writing,
+/// to ptrace them and to take their descriptors with pidfd_getfd,
 /// while a container of another pod runs the same module: every attempt
 /// fails, the cache entries keep their digests, the other container wakes
 /// and exits 0, and the binary the Wasm child runs is on a read-only
@@ -203,6 +204,34 @@ fn a_root_sidecar_cannot_write_the_cache_the_binary_or_reach_the_host() {
         "attacks that worked: {broken:#?}\n{report}"
     );
     assert!(!report.contains("HOST-ONLY-CONTENT"), "{report}");
+
+    // ptrace and pidfd_getfd of every descriptor, from a static program:
+    // none may reach a process of ours (the sidecar may reach its own
+    // container's, and pause, as under runc).
+    let attack = cri
+        .exec_sync(&sidecar, &["/bin/attack"])
+        .unwrap_or_else(|e| panic!("ExecSync: {e:?}\n{}", cri.log_tail()));
+    assert_eq!(attack.exit_code, 0, "{attack:?}");
+    let attack = String::from_utf8_lossy(&attack.stdout).into_owned();
+    let ours: Vec<&str> = attack
+        .lines()
+        .filter_map(|l| l.strip_prefix("SEEN "))
+        .filter(|l| l.contains("__child") || l.contains("__exec"))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "the attack must see the Wasm child: {attack}"
+    );
+    let reached: Vec<&str> = attack
+        .lines()
+        .filter(|l| l.starts_with("PTRACED ") || l.starts_with("GOTFD "))
+        .filter(|l| ours.contains(&l.split(' ').nth(1).unwrap_or("")))
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "a process of ours was reached: {reached:#?}\n{attack}"
+    );
 
     assert_eq!(
         entry_digests(&cache_dir(&cri)),

@@ -63,6 +63,11 @@ fn busybox_image_from(host_path: &Path) -> Result<ImageSpec> {
                 .iter()
                 .map(|applet| Entry::symlink(&format!("/bin/{applet}"), "busybox")),
         )
+        .chain(std::iter::once(Entry::file(
+            crate::ATTACK_PATH,
+            crate::ATTACK_ELF.to_vec(),
+            0o755,
+        )))
         .collect();
     Ok(image)
 }
@@ -108,8 +113,15 @@ mod tests {
             image.entries[0],
             Entry::file("/bin/busybox", crate::PAUSE_ELF, 0o755)
         );
-        let links: Vec<&Entry> = image.entries[1..].iter().collect();
-        assert_eq!(links.len(), BUSYBOX_APPLETS.len());
+        let links: Vec<&Entry> = image.entries[1..=BUSYBOX_APPLETS.len()].iter().collect();
+        assert_eq!(
+            image.entries.last(),
+            Some(&Entry::file(
+                crate::ATTACK_PATH,
+                crate::ATTACK_ELF.to_vec(),
+                0o755
+            ))
+        );
         for (link, applet) in links.iter().zip(BUSYBOX_APPLETS) {
             assert_eq!(**link, Entry::symlink(&format!("/bin/{applet}"), "busybox"));
         }

@@ -56,8 +56,9 @@ pub use oci::{
     write_image,
 };
 pub use programs::{
-    DYNHELLO_ELF, DYNHELLO_LIBS, DYNHELLO_MESSAGE, DYNHELLO_PATH, PAUSE_ELF, PAUSE_PATH,
-    PAUSE_VERSION_LINE, PROBE_ELF, PROBE_PATH, dynamic_image, pause_image, probe_image,
+    ATTACK_ELF, ATTACK_PATH, DYNHELLO_ELF, DYNHELLO_LIBS, DYNHELLO_MESSAGE, DYNHELLO_PATH,
+    PAUSE_ELF, PAUSE_PATH, PAUSE_VERSION_LINE, PROBE_ELF, PROBE_PATH, dynamic_image, pause_image,
+    probe_image,
 };
 pub use programs_wasm::{
     BuiltProgram, C_HELLO_IMAGE_NAME, C_HELLO_MESSAGE, C_HELLO_PATH, PYTHON_CLI_IMAGE_NAME,

@@ -25,6 +25,9 @@ pub const PROBE_ELF: &[u8] = compiled_program!("probe");
 /// The static pause program (`c/pause.c`): idles, exits 0 on SIGINT or SIGTERM, reaps children,
 /// and prints [`PAUSE_VERSION_LINE`] for `-v`.
 pub const PAUSE_ELF: &[u8] = compiled_program!("pause");
+/// The static attack program (`c/attack.c`) of the busybox image: ptrace and pidfd_getfd
+/// against every other process it sees, one line per attempt that worked.
+pub const ATTACK_ELF: &[u8] = compiled_program!("attack");
 /// The dynamically linked hello program (`c/dynhello.c`), which prints [`DYNHELLO_MESSAGE`].
 pub const DYNHELLO_ELF: &[u8] = compiled_program!("dynhello");
 /// Every file [`DYNHELLO_ELF`] needs to start, as (absolute path, bytes): its shared libraries
@@ -40,6 +43,8 @@ pub const DYNHELLO_MESSAGE: &[u8] = b"hello from a dynamic binary\n";
 pub const PROBE_PATH: &str = "/probe";
 pub const PAUSE_PATH: &str = "/pause";
 pub const DYNHELLO_PATH: &str = "/dynhello";
+/// Where the busybox image carries [`ATTACK_ELF`].
+pub const ATTACK_PATH: &str = "/bin/attack";
 
 /// Returns the probe image: `/probe`, the root-only [`SECRET_PATH`] (0600, `secret\n`), `/tmp`
 /// (1777) and the empty directory [`DATA_DIR`] (0755) for volumes.
