@@ -370,15 +370,7 @@ fn assert_used(stats: &api::ContainerStats) {
 fn containers_of_a_pod_that_shares_its_pid_namespace_see_each_other() {
     let Some(cri) = cri() else { return };
     cri.import(&["sleep", "busybox"]);
-    let mut config = cri.pod_config("shared-pid", NamespaceMode::Node);
-    let options = config
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-        .unwrap();
-    options.pid = NamespaceMode::Pod.into();
-    let pod = cri.run_pod(config);
+    let pod = cri.shared_pid_pod("shared-pid");
     let (_wasm, sidecar) = wasm_and_sidecar(&cri, &pod);
     let list = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done";
     let out = cri

@@ -245,6 +245,20 @@ impl Cri {
         self.run_pod(self.pod_config(name, network))
     }
 
+    /// A pod of `name` on the host's network whose containers share one
+    /// PID namespace (`shareProcessNamespace: true`), running.
+    pub fn shared_pid_pod(&self, name: &str) -> Pod {
+        let mut config = self.pod_config(name, NamespaceMode::Node);
+        let options = config
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+            .expect("pod_config sets namespace options");
+        options.pid = NamespaceMode::Pod.into();
+        self.run_pod(config)
+    }
+
     /// StopPodSandbox and RemovePodSandbox, as kubelet ends a pod.
     pub fn remove_pod(&self, pod: &Pod) {
         if let Err(e) = self.end_pod(&pod.id) {
