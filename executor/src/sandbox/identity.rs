@@ -82,10 +82,16 @@ mod tests {
     /// Runs `check` in a forked process (the identity changes are the
     /// process's) and returns whether it succeeded.
     fn in_fork(check: impl FnOnce() -> bool) -> bool {
-        // SAFETY: the test's child only runs `check` and exits; it touches
-        // no lock another thread of the test harness could hold.
+        // SAFETY: the child of this multithreaded test only runs `check`,
+        // which takes no lock of ours or of std (glibc's fork handlers
+        // leave malloc usable), and leaves with _exit.
         match unsafe { nix::unistd::fork() }.unwrap() {
-            nix::unistd::ForkResult::Child => unsafe { libc::_exit(if check() { 0 } else { 1 }) },
+            nix::unistd::ForkResult::Child => {
+                let code = if check() { 0 } else { 1 };
+                // SAFETY: _exit ends the forked child without running the
+                // harness's destructors or atexit handlers.
+                unsafe { libc::_exit(code) }
+            }
             nix::unistd::ForkResult::Parent { child } => matches!(
                 nix::sys::wait::waitpid(child, None).unwrap(),
                 nix::sys::wait::WaitStatus::Exited(_, 0)
