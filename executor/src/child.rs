@@ -11,13 +11,20 @@ use crate::kind::{Kind, detect};
 use crate::protocol::{self, ARTIFACT_FLAG, CONTROL_FD, MODULE_FD, STATUS_FD};
 use crate::sandbox::{self, Workload};
 use crate::signals;
-use crate::spec::{ChildConfig, child_config, load};
+use crate::spec::{ChildConfig, child_config, load, pid_namespace_path};
 use crate::wasm::{GuestEnv, Prepared, prepare, run, split_entry};
 
 /// What runs at Start, checked and ready.
 enum Ready {
     Native(crate::native::Program),
     Wasm(Box<(ChildConfig, Prepared)>),
+}
+
+/// The child's ends of the protocol pipes, lent to the fork into a pod's
+/// PID namespace (`crate::fork`), which reports through them.
+struct Pipes<'a> {
+    status: &'a mut File,
+    control: &'a mut File,
 }
 
 /// The container's identity, for its hooks' state.
@@ -50,13 +57,18 @@ pub fn main(args: &[String]) -> ! {
     }
     // SAFETY: the shim hands the child these two descriptors (protocol.rs)
     // and nothing else in this process owns them.
-    let (status, control) =
+    let (mut status, mut control) =
         unsafe { (File::from_raw_fd(STATUS_FD), File::from_raw_fd(CONTROL_FD)) };
     // The cache conversation and the artifact's module end with Create:
     // neither descriptor is open when the guest starts.
     let mut cache = CacheLink::inherit();
-    let prepared = parse_args(args)
-        .and_then(|(id, bundle, artifact)| prepare_child(id, bundle, artifact, cache.as_mut()));
+    let mut pipes = Pipes {
+        status: &mut status,
+        control: &mut control,
+    };
+    let prepared = parse_args(args).and_then(|(id, bundle, artifact)| {
+        prepare_child(id, bundle, artifact, cache.as_mut(), &mut pipes)
+    });
     drop(cache);
     let ready = match prepared {
         Ok(ready) => ready,
@@ -149,12 +161,13 @@ fn prepare_child(
     bundle: PathBuf,
     artifact: bool,
     cache: Option<&mut CacheLink>,
+    pipes: &mut Pipes,
 ) -> Result<(Identity, Ready)> {
     let spec = load(&bundle)?;
     let identity = Identity { id, bundle, spec };
     // Taken before the sandbox: the descriptor must not outlive Create.
     let module = artifact.then(take_artifact_module).transpose()?;
-    prepare_in_sandbox(&identity, module, cache).map(|ready| (identity, ready))
+    prepare_in_sandbox(&identity, module, cache, pipes).map(|ready| (identity, ready))
 }
 
 /// The module of an OCI Wasm artifact image, which the shim read from
@@ -176,8 +189,19 @@ fn prepare_in_sandbox(
     identity: &Identity,
     module: Option<Vec<u8>>,
     cache: Option<&mut CacheLink>,
+    pipes: &mut Pipes,
 ) -> Result<Ready> {
     let mut config = child_config(&identity.spec, &identity.bundle)?;
+    sandbox::join(&config)?;
+    // A pod that shares its PID namespace names the pause container's:
+    // the child goes on as a fork born there, the shim's by adoption.
+    if let Some(path) = pid_namespace_path(&identity.spec) {
+        let ns = File::open(&path).map_err(Error::io(format!(
+            "open linux.namespaces pid path {}",
+            path.display()
+        )))?;
+        crate::fork::fork_into(ns, pipes.status, pipes.control)?;
+    }
     sandbox::enter(&config, &|| {
         identity.run_hooks("createContainer", "creating")
     })?;

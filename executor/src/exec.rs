@@ -15,9 +15,6 @@ use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 
-use nix::sched::CloneFlags;
-use nix::unistd::{ForkResult, pipe2};
-
 use crate::error::{Error, Result};
 use crate::exit::{EXEC_FAILED, FAILURE};
 use crate::native::{self, Program};
@@ -47,7 +44,7 @@ pub fn main(args: &[String]) -> ! {
         unsafe { (File::from_raw_fd(STATUS_FD), File::from_raw_fd(CONTROL_FD)) };
     let joined = parse_args(args).and_then(|a| join(&a));
     let program = joined.and_then(|(config, pid_ns)| {
-        fork_into(pid_ns, &mut status, &mut control)?;
+        crate::fork::fork_into(pid_ns, &mut status, &mut control)?;
         prepare(config)
     });
     let program = match program {
@@ -74,38 +71,6 @@ fn join(args: &Args) -> Result<(ChildConfig, File)> {
     let config = child_config(&spec, &args.bundle)?;
     let pid_ns = sandbox::join_container(&config, &args.init)?;
     Ok((config, pid_ns))
-}
-
-/// Forks into `pid_ns`. Returns in the fork, once the shim has adopted it
-/// and this helper is gone; the helper itself exits here.
-fn fork_into(pid_ns: File, status: &mut File, control: &mut File) -> Result<()> {
-    nix::sched::setns(pid_ns, CloneFlags::CLONE_NEWPID)
-        .map_err(Error::sys("join the container's PID namespace"))?;
-    // The fork waits for the helper's end: the gate's write end closes then.
-    let (gate, gate_w) =
-        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("create a pipe"))?;
-    // SAFETY: this process is single-threaded (no thread is started on the
-    // exec path), so the fork is a full copy that may run any code.
-    match unsafe { nix::unistd::fork() }.map_err(Error::sys("fork into the PID namespace"))? {
-        ForkResult::Child => {
-            drop(gate_w);
-            let mut byte = [0u8];
-            // End of file once the helper has exited.
-            let _ = std::io::Read::read(&mut File::from(gate), &mut byte);
-            Ok(())
-        }
-        ForkResult::Parent { child } => {
-            let adopted = protocol::report_fork(status, child.as_raw()).is_ok()
-                && protocol::await_adopted(control);
-            if !adopted {
-                // The shim is gone or refused: the fork must not run alone.
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                std::process::exit(FAILURE);
-            }
-            drop(gate_w);
-            std::process::exit(0)
-        }
-    }
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {

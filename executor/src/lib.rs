@@ -14,6 +14,7 @@ pub mod child;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod fork;
 pub mod hooks;
 pub mod kind;
 pub mod limits;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::sched::{CloneFlags, setns};
+use nix::sched::CloneFlags;
 use nix::unistd::{Pid, pipe2};
 
 use crate::error::{Error, Result};
@@ -141,31 +141,6 @@ pub fn spawn_child(
         status: File::from(status_r),
         control: File::from(control_w),
     })
-}
-
-/// As [`spawn_child`], with the child in the PID namespace `pid_ns`
-/// instead of a new one (`flags` must not ask for one): a process exec'd
-/// into a container, or a container of a pod that shares its PID
-/// namespace. The namespace new children land in is a property of the
-/// calling thread, so it is switched for the clone and back at once.
-pub fn spawn_child_in_pid_ns(
-    pid_ns: &File,
-    argv0: &Path,
-    args: &[&str],
-    stdio: [&OwnedFd; 3],
-    extra: &[&OwnedFd],
-    flags: CloneFlags,
-) -> Result<Child> {
-    let own = File::open("/proc/self/ns/pid").map_err(Error::io("open /proc/self/ns/pid"))?;
-    setns(pid_ns, CloneFlags::CLONE_NEWPID).map_err(Error::sys("join the PID namespace"))?;
-    let child = spawn_child(argv0, args, stdio, extra, flags);
-    if let Err(e) = setns(&own, CloneFlags::CLONE_NEWPID) {
-        // This thread would put the next container's child into this
-        // one's PID namespace: stopping is the only safe thing left.
-        eprintln!("return to the shim's PID namespace: {e}");
-        std::process::abort();
-    }
-    child
 }
 
 /// The child's side between clone and exec.

@@ -110,9 +110,9 @@ pub fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
                     path.display()
                 )));
             }
-            // A PID namespace by path is entered at the clone (a pod that
-            // shares its process namespace: spawn_child_in_pid_ns); the
-            // others by the child.
+            // A PID namespace by path is entered by a fork of the child
+            // (a pod that shares its process namespace: fork.rs); the
+            // others by the child itself.
             _ => {}
         }
     }
@@ -422,7 +422,7 @@ mod tests {
                 .to_string()
                 .contains("mount namespace")
         );
-        // A PID namespace by path is entered at the clone, not made anew.
+        // A PID namespace by path is entered by a fork, not made anew.
         let s = spec(&BASE.replace(r#"{"type": "pid"}"#, r#"{"type": "pid", "path": "/p"}"#));
         assert!(!clone_flags(&s).unwrap().contains(CloneFlags::CLONE_NEWPID));
         assert_eq!(pid_namespace_path(&s), Some(PathBuf::from("/p")));

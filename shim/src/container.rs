@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use containerd_shim::api::CreateTaskRequest;
 use executor::protocol::{self, CHILD_SUBCOMMAND, Workload};
-use executor::spawn::{spawn_child, spawn_child_in_pid_ns};
+use executor::spawn::spawn_child;
 use executor::spec;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -154,13 +154,14 @@ async fn create_with(
     } = crate::stdio::open(&req.stdin, &req.stdout, &req.stderr)
         .await
         .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
-    if let Some(path) = spec::cgroups_path(spec) {
-        let cg = cgroup::locate(&path).map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+    {
+        let cg =
+            cgroup::of_spec(spec, id).map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
         // Recorded first: a hierarchy created before a failure is removed too.
         resources.cgroup = Some(cg.clone());
         cg.create()
             .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
-        log::debug!("task {id}: cgroup {path}");
+        log::debug!("task {id}: cgroup {:?}", cg.dirs);
         let none = oci_spec::runtime::LinuxResources::default();
         let limits = spec
             .linux()
@@ -194,21 +195,16 @@ async fn create_with(
         extra.push(&artifact.module);
         args.push(protocol::ARTIFACT_FLAG);
     }
-    // A pod that shares its PID namespace names the pause container's.
-    let pid_ns = spec::pid_namespace_path(spec);
+    // The child is cloned in the shim's PID namespace, or a new one. In a
+    // pod that shares its PID namespace (the spec names the pause
+    // container's), the child forks into it once it has joined the
+    // others, and the shim adopts that fork (executor's fork.rs).
+    let forks = spec::pid_namespace_path(spec).is_some();
     let (child, pid, exit) = reaper
         .spawn(|| {
             let stdio = [&stdio[0], &stdio[1], &stdio[2]];
-            let child = match &pid_ns {
-                Some(path) => {
-                    let ns = File::open(path).with_context(|| {
-                        format!("open linux.namespaces pid path {}", path.display())
-                    })?;
-                    spawn_child_in_pid_ns(&ns, exe, &args, stdio, &extra, flags)
-                }
-                None => spawn_child(exe, &args, stdio, &extra, flags),
-            };
-            let child = child.map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let child = spawn_child(exe, &args, stdio, &extra, flags)
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok((child.pid, child))
         })
         .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
@@ -219,7 +215,8 @@ async fn create_with(
     log::debug!("task {id}: child {pid} cloned with {flags:?}");
 
     // Every failure from here on goes through `ready`, which kills the
-    // child and waits for it.
+    // child (and its fork) and waits for it.
+    let mut forked = None;
     let ready = async {
         // Recorded at once: if the shim dies from here on, the `delete`
         // action finds the child by this file and kills it.
@@ -234,25 +231,27 @@ async fn create_with(
             bundle: resources.bundle.clone(),
             pid,
         };
-        let ready = start_child(
-            id,
-            pid,
-            child.status,
-            child.control,
-            &resources.cgroup,
-            hooks,
-        )
-        .await;
+        let pipes = (child.status, child.control);
+        let fork = forks.then_some(&mut forked);
+        let ready = start_child(id, pid, pipes, &resources.cgroup, hooks, fork).await;
         cache_server.finish().await;
         ready
     }
     .await;
     resources.spec = Some(std::sync::Arc::new(spec.clone()));
-    match ready {
-        Ok(ready) => Ok((pid, ready, stdin_hold, exit)),
-        Err(fail) => {
+    match (ready, forked) {
+        // The child exits by itself once its fork is adopted: the fork is
+        // the container's process.
+        (Ok(ready), Some(fork)) => Ok((fork.pid, ready, stdin_hold, fork.exit)),
+        (Ok(ready), None) => Ok((pid, ready, stdin_hold, exit)),
+        (Err(fail), fork) => {
             // The child is ours and not started: kill it and wait for the
             // reaper, so that the cgroup can be removed.
+            if let Some(fork) = fork {
+                let _ = reaper.signal(fork.pid, Signal::SIGKILL);
+                let code = fork.exit.await.ok();
+                log::debug!("task {id}: fork {} ended with {code:?}", fork.pid);
+            }
             let _ = reaper.signal(pid, Signal::SIGKILL);
             let code = exit.await.ok();
             log::debug!("task {id}: child {pid} ended with {code:?} after a failed create");
@@ -385,14 +384,16 @@ pub async fn run_hooks(
 
 /// Places the child in its cgroup, runs the prestart and createRuntime
 /// hooks (the child's namespaces exist: a network hook can set up its
-/// network), lets it exec and reads its report.
+/// network), lets it exec and reads its report. With `fork`, the child
+/// forks into its pod's PID namespace first: the fork is adopted into
+/// `fork`, recorded in the pid file, and reports instead of the child.
 async fn start_child(
     id: &str,
     pid: Pid,
-    status: File,
-    control: File,
+    (status, mut control): (File, File),
     cgroup: &Option<Cgroup>,
     hooks: Hooks<'_>,
+    fork: Option<&mut Option<crate::adopt::Adopted>>,
 ) -> Result<(File, Workload), Fail> {
     if let Some(cg) = cgroup {
         cg.add(pid.as_raw())
@@ -412,20 +413,21 @@ async fn start_child(
         .await
         .map_err(|fail| Fail::invalid(format!("task {id}: {}", fail.message)))?;
     }
-    release_child(&format!("task {id}"), pid, status, control).await
-}
-
-/// Lets a child that is in its cgroup exec and reads its report. `what`
-/// names it in errors ("task a", "exec b in task a").
-pub async fn release_child(
-    what: &str,
-    pid: Pid,
-    status: File,
-    mut control: File,
-) -> Result<(File, Workload), Fail> {
+    let what = format!("task {id}");
     protocol::release(&mut control)
         .map_err(|e| Fail::internal(format!("{what}: release child {pid}: {e}")))?;
-    let workload = await_ready(what, pid, status).await?;
+    let Some(slot) = fork else {
+        let workload = await_ready(&what, pid, status).await?;
+        return Ok((control, workload));
+    };
+    let (status, adopted) =
+        crate::adopt::adopt_fork(&what, pid, hooks.reaper, status, &mut control).await?;
+    let fork_pid = adopted.pid;
+    *slot = Some(adopted);
+    // From here on, the `delete` action of a dead shim kills the fork.
+    write_pid_file(&hooks.bundle, fork_pid)
+        .map_err(|e| Fail::internal(format!("{what}: write {PID_FILE}: {e:#}")))?;
+    let workload = await_ready(&what, fork_pid, status).await?;
     Ok((control, workload))
 }
 

@@ -29,8 +29,7 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
         let _ = process.signal(Signal::SIGKILL);
         // A paused task dies only once thawed.
         if let Ok(spec) = executor::spec::load(&bundle)
-            && let Some(path) = executor::spec::cgroups_path(&spec)
-            && let Ok(cg) = crate::cgroup::locate(&path)
+            && let Ok(cg) = crate::cgroup::of_spec(&spec, &flags.id)
         {
             let _ = cg.freeze(false);
         }
@@ -43,8 +42,7 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
         failures.push(format!("{e:#}"));
     }
     if let Ok(spec) = executor::spec::load(&bundle)
-        && let Some(path) = executor::spec::cgroups_path(&spec)
-        && let Err(e) = crate::cgroup::locate(&path).and_then(|cg| cg.remove())
+        && let Err(e) = crate::cgroup::of_spec(&spec, &flags.id).and_then(|cg| cg.remove())
     {
         failures.push(format!("{e:#}"));
     }

@@ -1,13 +1,13 @@
 //! The operating-system side of a process exec'd into a running native
-//! container (the CRI's ExecSync and Exec, `ctr task exec`): a child of
-//! the shim, cloned into the container's PID namespace and placed in its
-//! cgroup, which joins the other namespaces itself (executor's exec.rs).
+//! container (the CRI's ExecSync and Exec, `ctr task exec`): a helper
+//! the shim clones in its own PID namespace and places in the container's
+//! cgroup, which joins the other namespaces itself and forks into the
+//! container's PID namespace (executor's exec.rs); the shim adopts the
+//! fork (adopt.rs).
 
-use std::fs::File;
 use std::path::Path;
 
 use executor::protocol::EXEC_SUBCOMMAND;
-use executor::protocol::Fork;
 use executor::spawn::{Child, spawn_child};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -97,22 +97,10 @@ pub async fn start(
         }
         executor::protocol::release(&mut control)
             .map_err(|e| Fail::internal(format!("{what}: release helper {helper_pid}: {e}")))?;
-        let (status, fork) = await_fork(what, status).await?;
-        let pid = match fork {
-            Fork::Forked(pid) => Pid::from_raw(pid),
-            Fork::Report(Err(Some(message))) => {
-                return Err(Fail::invalid(format!("{what}: {message}")));
-            }
-            Fork::Report(_) => {
-                return Err(Fail::internal(format!(
-                    "{what}: the helper {helper_pid} ended before it forked"
-                )));
-            }
-        };
-        let exit = reaper.adopt(pid);
+        let (status, adopted) =
+            crate::adopt::adopt_fork(what, helper_pid, reaper, status, &mut control).await?;
+        let (pid, exit) = (adopted.pid, adopted.exit);
         forked = Some(pid);
-        executor::protocol::adopted(&mut control)
-            .map_err(|e| Fail::internal(format!("{what}: tell helper {helper_pid}: {e}")))?;
         crate::container::await_ready(what, pid, status).await?;
         crate::container::start(&mut control)
             .map_err(|e| Fail::internal(format!("{what}: {e:#}")))?;
@@ -138,17 +126,4 @@ pub async fn start(
             Err(fail)
         }
     }
-}
-
-/// The helper's first words: the pid of its fork, or its report.
-async fn await_fork(what: &str, mut status: File) -> Result<(File, Fork), Fail> {
-    let read = tokio::task::spawn_blocking(move || {
-        let fork = executor::protocol::await_fork(&mut status);
-        fork.map(|fork| (status, fork))
-    });
-    tokio::time::timeout(crate::container::PREPARE_TIMEOUT, read)
-        .await
-        .map_err(|_| Fail::internal(format!("{what}: the helper did not fork in time")))?
-        .map_err(|e| Fail::internal(format!("{what}: {e}")))?
-        .map_err(|e| Fail::internal(format!("{what}: read the helper's report: {e}")))
 }

@@ -1,6 +1,7 @@
 //! `containerd-shim-wasmtime-v1`: a containerd shim v2 that runs WASI
 //! modules with wasmtime, one sandboxed child per container.
 
+mod adopt;
 mod artifact;
 mod cache;
 mod cgroup;

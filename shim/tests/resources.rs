@@ -145,3 +145,56 @@ fn a_kernel_oom_kill_is_an_oom_event() {
     events.wait_for("/tasks/oom", "oom-1");
     ctrd.assert_clean("oom-1");
 }
+
+/// A spec without `linux.cgroupsPath` still gets a cgroup, as runc gives
+/// it one (the container's id under the cgroup of the process that
+/// creates it): its memory limit holds under both runtimes, and the
+/// cgroup is gone with the container.
+#[test]
+fn a_spec_without_a_cgroups_path_still_gets_a_cgroup() {
+    let Some(ctrd) = containerd() else { return };
+    let rootfs = ctrd.dir().join("no-cgroups-path-rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::write(rootfs.join("probe"), test_images::PROBE_ELF).unwrap();
+    std::fs::set_permissions(
+        rootfs.join("probe"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    for (runtime, id) in [
+        (common::RUNTIME, "no-cgroups-path-ours"),
+        ("io.containerd.runc.v2", "no-cgroups-path-runc"),
+    ] {
+        let spec_for = |args: &[&str]| {
+            let mut spec = ctrd.default_spec(&rootfs, id, args);
+            spec["linux"].as_object_mut().unwrap().remove("cgroupsPath");
+            spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64 << 20});
+            spec
+        };
+        let report = ctrd.run_config(runtime, id, &spec_for(&["/probe"]));
+        assert_eq!(report.code, 0, "{runtime}: {report:?}");
+        // The memory hierarchy (v1), else the unified one (v2).
+        let lines: Vec<&str> = report
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("cgroup: "))
+            .collect();
+        let line = (lines.iter().find(|l| l.contains(":memory:")))
+            .or_else(|| lines.iter().find(|l| l.starts_with("0::")))
+            .unwrap_or_else(|| panic!("{runtime}: no cgroup line: {report:?}"));
+        let path = line.splitn(3, ':').nth(2).unwrap();
+        assert!(
+            path.ends_with(&format!("/{id}")),
+            "{runtime}: the container's cgroup is {path}, not one named by its id"
+        );
+        let root = match line.starts_with("0::") {
+            true => "/sys/fs/cgroup",
+            false => "/sys/fs/cgroup/memory",
+        };
+        let dir = std::path::Path::new(root).join(path.trim_start_matches('/'));
+        assert!(!dir.exists(), "{runtime}: {} is left", dir.display());
+        let oom = ctrd.run_config(runtime, id, &spec_for(&["/probe", "alloc", "512"]));
+        assert_eq!(oom.code, 137, "{runtime}: the limit did not hold: {oom:?}");
+        assert!(!dir.exists(), "{runtime}: {} is left", dir.display());
+    }
+}

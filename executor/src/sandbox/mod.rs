@@ -1,8 +1,9 @@
 //! The sandbox the child builds around itself, in the order runc's init
-//! builds it (ARCHITECTURE.md lists the steps). [`enter`] does what needs
-//! root: namespaces, the root filesystem, names, sysctl, path masks,
-//! rlimits. [`drop_privileges`] then sets no_new_privs, seccomp, the user
-//! and the capabilities, the last step before the workload runs.
+//! builds it (ARCHITECTURE.md lists the steps). [`join`] and [`enter`]
+//! do what needs root: namespaces, the root filesystem, names, sysctl,
+//! path masks, rlimits. [`drop_privileges`] then sets no_new_privs,
+//! seccomp, the user and the capabilities, the last step before the
+//! workload runs.
 
 pub mod caps;
 mod cgroup_mount;
@@ -34,16 +35,24 @@ pub enum Workload {
     Wasm,
 }
 
-/// Everything that needs root, up to the switch to the container's root.
-/// `before_pivot` runs in the container's namespaces, its mounts made,
-/// just before pivot_root: the createContainer hooks' moment.
-pub fn enter(config: &ChildConfig, before_pivot: &dyn Fn() -> Result<()>) -> Result<()> {
+/// The first step: the namespaces the spec names by path (but the PID
+/// namespace, which only a fork can enter: `crate::fork`) and a new
+/// cgroup namespace if the spec asks for one.
+pub fn join(config: &ChildConfig) -> Result<()> {
     join_namespaces(config)?;
     // The shim put the child into its cgroup before letting it exec, so
     // the namespace's root is the container's cgroup, as under runc.
     if config.new_cgroup_namespace {
         unshare(CloneFlags::CLONE_NEWCGROUP).map_err(Error::sys("unshare the cgroup namespace"))?;
     }
+    Ok(())
+}
+
+/// Everything else that needs root, up to the switch to the container's
+/// root, in the container's PID namespace. `before_pivot` runs in the
+/// container's namespaces, its mounts made, just before pivot_root: the
+/// createContainer hooks' moment.
+pub fn enter(config: &ChildConfig, before_pivot: &dyn Fn() -> Result<()>) -> Result<()> {
     process::set_oom_score_adj(config.oom_score_adj)?;
     rootfs::enter(config, before_pivot)?;
     process::set_umask(config.umask);

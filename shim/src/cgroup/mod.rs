@@ -59,6 +59,55 @@ pub fn locate(path: &str) -> anyhow::Result<Cgroup> {
     })
 }
 
+/// The cgroup of the container `id` of `spec`: its `linux.cgroupsPath`
+/// or, when the spec names none, the one runc makes then, `id` under the
+/// cgroup of the process that creates it in each hierarchy, so that the
+/// spec's limits are never silently left unapplied. The `delete` action
+/// finds the same one: containerd starts it and the shim alike.
+pub fn of_spec(spec: &oci_spec::runtime::Spec, id: &str) -> anyhow::Result<Cgroup> {
+    if let Some(path) = executor::spec::cgroups_path(spec) {
+        return locate(&path);
+    }
+    if id.is_empty() || id.contains('/') || id == "." || id == ".." {
+        bail!("task id {id:?} cannot name a cgroup (the spec has no linux.cgroupsPath)");
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").context("read /proc/self/cgroup")?;
+    let hierarchies = mounted_hierarchies()?;
+    let mut dirs = Vec::with_capacity(hierarchies.roots.len());
+    for (root, controllers) in hierarchies.roots.iter().zip(&hierarchies.controllers) {
+        let path = own_path(&own, controllers).with_context(|| {
+            format!(
+                "find this process's cgroup in {} for the default linux.cgroupsPath",
+                root.display()
+            )
+        })?;
+        dirs.push(root.join(path.trim_start_matches('/')).join(id));
+    }
+    Ok(Cgroup {
+        dirs,
+        controllers: hierarchies.controllers.clone(),
+        v1: hierarchies.v1,
+    })
+}
+
+/// A process's path in the hierarchy of `controllers` (v1; none or the
+/// hybrid marker "unified" for the v2 hierarchy), from the text of its
+/// `/proc/<pid>/cgroup`.
+fn own_path<'a>(text: &'a str, controllers: &[String]) -> Option<&'a str> {
+    let unified = controllers.iter().all(|c| c == "unified");
+    text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let matches = match unified {
+            true => names.is_empty(),
+            false => {
+                !names.is_empty() && names.split(',').all(|n| controllers.iter().any(|c| c == n))
+            }
+        };
+        matches.then_some(path)
+    })
+}
+
 /// The host's cgroup hierarchies, read once per shim process rather than
 /// at every Create: they are mounted at boot and do not move.
 fn mounted_hierarchies() -> anyhow::Result<&'static Hierarchies> {
@@ -412,6 +461,24 @@ mod tests {
         let written = std::fs::read_to_string(r.join("cgroup.subtree_control")).unwrap();
         assert_eq!(written, "+pids");
         assert!(r.join("default/c1").is_dir());
+    }
+
+    #[test]
+    fn own_paths_per_hierarchy() {
+        let text = "9:name=systemd:/\n4:memory:/api/x\n2:cpu,cpuacct:/c\n0::/u\n";
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(own_path(text, &names(&["rw", "memory"])), Some("/api/x"));
+        assert_eq!(
+            own_path(text, &names(&["rw", "cpuacct", "cpu"])),
+            Some("/c")
+        );
+        assert_eq!(
+            own_path(text, &names(&["rw", "xattr", "name=systemd"])),
+            Some("/")
+        );
+        assert_eq!(own_path(text, &names(&["unified"])), Some("/u"));
+        assert_eq!(own_path(text, &[]), Some("/u"));
+        assert_eq!(own_path(text, &names(&["rw", "pids"])), None);
     }
 
     #[test]
