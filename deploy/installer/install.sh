@@ -525,9 +525,12 @@ restart_containerd() {
     if [ -z "$root" ]; then
         systemctl restart "$CONTAINERD_SERVICE" || die "systemctl restart $CONTAINERD_SERVICE failed"
     else
-        # In the node's namespaces (the pod needs hostPID).
-        nsenter -t 1 -m -u -i -n -p -- systemctl restart "$CONTAINERD_SERVICE" ||
-            die "systemctl restart $CONTAINERD_SERVICE failed on the node (does the pod have hostPID?)"
+        # In the namespaces of the node's init, named through the node's
+        # /proc under HOST_ROOT: the pod needs no hostPID for it.
+        ns=$root/proc/1/ns
+        nsenter --mount="$ns/mnt" --uts="$ns/uts" --ipc="$ns/ipc" --net="$ns/net" --pid="$ns/pid" \
+            -- systemctl restart "$CONTAINERD_SERVICE" ||
+            die "systemctl restart $CONTAINERD_SERVICE failed on the node (is the container privileged, with the node's / at HOST_ROOT?)"
     fi
 }
 

@@ -402,13 +402,13 @@ test_restart() {
     mkdir -p "$root/run/systemd/system"
     check "restart: install on a systemd node" restarts install
     check "restart: systemctl in the node's namespaces" \
-        calls "nsenter -t 1 -m -u -i -n -p -- systemctl restart containerd"
+        calls "nsenter --mount=$root/proc/1/ns/mnt --uts=$root/proc/1/ns/uts --ipc=$root/proc/1/ns/ipc --net=$root/proc/1/ns/net --pid=$root/proc/1/ns/pid -- systemctl restart containerd"
     rm -f "$tmp/calls"
     check "restart: install again" restarts install
     check "restart: no restart without a change" calls ""
     check "restart: uninstall" restarts uninstall CONTAINERD_SERVICE=containerd.service
     check "restart: restarts the given unit" \
-        calls "nsenter -t 1 -m -u -i -n -p -- systemctl restart containerd.service"
+        calls "nsenter --mount=$root/proc/1/ns/mnt --uts=$root/proc/1/ns/uts --ipc=$root/proc/1/ns/ipc --net=$root/proc/1/ns/net --pid=$root/proc/1/ns/pid -- systemctl restart containerd.service"
     rm -f "$tmp/calls"
     check "restart: RESTART=none" installer "$root" install
     check "restart: no systemctl" calls ""
