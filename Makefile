@@ -70,7 +70,8 @@ stop:
 
 # The whole suite on the system containerd, then the end-to-end suites on
 # each other release of the matrix, then the installer on every release's
-# default config. REQUIRE_MATRIX makes a missing release a failure.
+# default config, then each fuzz target for a bounded time (scripts/fuzz.sh).
+# REQUIRE_MATRIX makes a missing release a failure.
 test: deps versions build programs
 	REQUIRE_MATRIX=1 $(CARGO) test --release --workspace
 	@for v in $(MATRIX); do \
@@ -79,6 +80,7 @@ test: deps versions build programs
 	        $(CARGO) test --release -p containerd-shim-wasmtime --tests || exit 1; \
 	done
 	deploy/installer/test.sh $(VERSIONS)
+	scripts/fuzz.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -30,6 +30,9 @@ pub enum Error {
     /// allow, or refused a request; the message names the key or line.
     #[error("compiled-code cache: {0}")]
     Cache(String),
+    /// An OCI image document the shim cannot use; the message says why.
+    #[error("{0}")]
+    Image(String),
 }
 
 impl Error {

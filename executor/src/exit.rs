@@ -4,7 +4,9 @@
 
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
+#[cfg(feature = "runtime")]
 use wasmtime::Trap;
+#[cfg(feature = "runtime")]
 use wasmtime_wasi::I32Exit;
 
 /// The status of a process ended by `signal`, as shells, `wasmtime run`
@@ -48,6 +50,7 @@ pub struct Outcome {
 /// Maps the result of calling the guest's entry point to an exit status.
 /// `signal` is the termination signal the child received while the guest
 /// ran, if any: the guest was interrupted because of it, so 128 + signal.
+#[cfg(feature = "runtime")]
 pub fn outcome(result: wasmtime::Result<()>, signal: Option<i32>) -> Outcome {
     let error = match result {
         Ok(()) => {
@@ -82,7 +85,7 @@ pub fn outcome(result: wasmtime::Result<()>, signal: Option<i32>) -> Outcome {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "runtime"))]
 mod tests {
     use super::*;
 

@@ -31,6 +31,36 @@ pub fn detect(bytes: &[u8]) -> Kind {
     Kind::Unknown("it is not a WebAssembly module (no \\0asm magic)")
 }
 
+/// Whether a component's exports make it an HTTP handler, from its bytes:
+/// the engine depends on it, so this is known before compiling.
+pub fn is_http_proxy(bytes: &[u8]) -> bool {
+    use wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(Payload::ModuleSection { .. } | Payload::ComponentSection { .. }) => depth += 1,
+            Ok(Payload::End(_)) => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Ok(Payload::ComponentExportSection(exports)) if depth == 0 => {
+                let handler = exports.into_iter().flatten().any(|export| {
+                    export
+                        .name
+                        .name
+                        .starts_with("wasi:http/incoming-handler@0.2")
+                });
+                if handler {
+                    return true;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

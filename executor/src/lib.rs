@@ -10,13 +10,18 @@
 //! runs the module and exits with its status, or execve's the program.
 
 pub mod cache;
+#[cfg(feature = "runtime")]
 pub mod child;
+#[cfg(feature = "runtime")]
+pub mod compiler;
 pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod fork;
 pub mod hooks;
+pub mod image;
 pub mod kind;
+#[cfg(feature = "runtime")]
 pub mod limits;
 pub mod native;
 pub mod pidfd;
@@ -27,6 +32,7 @@ pub mod signals;
 pub mod spawn;
 pub mod spec;
 pub mod unsupported;
+#[cfg(feature = "runtime")]
 pub mod wasm;
 
 pub use error::Error;

@@ -114,22 +114,44 @@ pub fn self_exe() -> Result<OwnedFd> {
 }
 
 fn sealed_copy_of_self() -> Result<OwnedFd> {
-    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-    use nix::sys::memfd::{MFdFlags, memfd_create};
-    let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
-    let memfd = memfd_create(c"containerd-shim-wasmtime", flags)
-        .map_err(Error::sys("create a memfd for the shim binary"))?;
-    let mut copy = std::fs::File::from(memfd);
     let mut exe =
         std::fs::File::open("/proc/self/exe").map_err(Error::io("open /proc/self/exe"))?;
-    std::io::copy(&mut exe, &mut copy).map_err(Error::io("copy the shim binary into a memfd"))?;
-    let seals = SealFlag::F_SEAL_SEAL
-        | SealFlag::F_SEAL_SHRINK
-        | SealFlag::F_SEAL_GROW
-        | SealFlag::F_SEAL_WRITE;
-    fcntl(&copy, FcntlArg::F_ADD_SEALS(seals))
-        .map_err(Error::sys("seal the shim binary's memfd"))?;
+    sealed(c"containerd-shim-wasmtime", &mut exe, "the shim binary")
+}
+
+/// The seals that make a memfd immutable for good: no write, no size
+/// change, no seal removed.
+const SEALS: nix::fcntl::SealFlag = nix::fcntl::SealFlag::F_SEAL_SEAL
+    .union(nix::fcntl::SealFlag::F_SEAL_SHRINK)
+    .union(nix::fcntl::SealFlag::F_SEAL_GROW)
+    .union(nix::fcntl::SealFlag::F_SEAL_WRITE);
+
+/// A memfd holding what `from` reads, sealed against every change:
+/// whoever receives it may trust that its bytes never change after it
+/// checked them ([`is_sealed`]). `what` names the bytes in errors.
+pub fn sealed(name: &std::ffi::CStr, from: &mut impl std::io::Read, what: &str) -> Result<OwnedFd> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+    let memfd =
+        memfd_create(name, flags).map_err(Error::sys(format!("create a memfd for {what}")))?;
+    let mut copy = std::fs::File::from(memfd);
+    std::io::copy(from, &mut copy).map_err(Error::io(format!("copy {what} into a memfd")))?;
+    seal(&copy, what)?;
     Ok(OwnedFd::from(copy))
+}
+
+/// Seals a filled memfd (made with `MFD_ALLOW_SEALING`) against every
+/// change. `what` names its bytes in errors.
+pub fn seal(memfd: &impl std::os::fd::AsFd, what: &str) -> Result<()> {
+    nix::fcntl::fcntl(memfd, nix::fcntl::FcntlArg::F_ADD_SEALS(SEALS))
+        .map(drop)
+        .map_err(Error::sys(format!("seal the memfd of {what}")))
+}
+
+/// True when `fd` is a memfd that [`sealed`] made immutable.
+pub fn is_sealed(fd: &impl std::os::fd::AsFd) -> bool {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GET_SEALS)
+        .is_ok_and(|seals| nix::fcntl::SealFlag::from_bits_truncate(seals).contains(SEALS))
 }
 
 /// Makes this process non-dumpable: its `/proc/<pid>` files become root's
@@ -152,6 +174,26 @@ mod tests {
         }
         eprintln!("skipped: read-only mount views need root");
         false
+    }
+
+    #[test]
+    fn a_sealed_memfd_never_changes() {
+        use std::io::Write;
+        let fd = sealed(c"test", &mut &b"module bytes"[..], "test bytes").unwrap();
+        assert!(is_sealed(&fd));
+        let mut file = std::fs::File::from(fd);
+        assert!(file.write_all(b"x").is_err());
+        assert!(file.set_len(0).is_err());
+        assert!(file.set_len(100).is_err());
+        assert_eq!(
+            std::fs::read(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&file)
+            ))
+            .unwrap(),
+            b"module bytes"
+        );
+        assert!(!is_sealed(&tempfile::tempfile().unwrap()));
     }
 
     #[test]

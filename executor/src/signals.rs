@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering};
+#[cfg(feature = "runtime")]
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -25,9 +26,11 @@ const TERMINATING: [Signal; 6] = [
 ];
 
 /// How long an interrupted guest has to unwind before the process ends.
+#[cfg(feature = "runtime")]
 const GRACE: Duration = Duration::from_millis(100);
 
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+#[cfg(feature = "runtime")]
 static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
 /// What a server does on the first signal instead of ending at once.
 type Drain = Box<dyn Fn() + Send + Sync>;
@@ -58,6 +61,7 @@ pub fn spawn_watcher() -> std::io::Result<()> {
 }
 
 /// Registers the engine whose guests the watcher interrupts.
+#[cfg(feature = "runtime")]
 pub fn watch_engine(engine: &wasmtime::Engine) {
     let _ = ENGINE.set(engine.clone());
 }
@@ -88,6 +92,7 @@ fn watch() {
         // SAFETY: as below.
         unsafe { libc::_exit(crate::exit::signaled(second as i32)) }
     }
+    #[cfg(feature = "runtime")]
     if let Some(engine) = ENGINE.get() {
         engine.increment_epoch();
         std::thread::sleep(GRACE);

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,7 +17,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Compiler};
 use crate::cgroup::{self, Cgroup};
 use crate::errors::Fail;
 use crate::reaper::Reaper;
@@ -66,7 +67,7 @@ pub struct Origin {
 pub async fn create(
     req: &CreateTaskRequest,
     exe: &Path,
-    reaper: &Reaper,
+    reaper: &Arc<Reaper>,
     origin: &Origin,
 ) -> Result<Created, Fail> {
     let bundle = PathBuf::from(&req.bundle);
@@ -117,7 +118,7 @@ pub async fn create(
 async fn create_with(
     req: &CreateTaskRequest,
     exe: &Path,
-    reaper: &Reaper,
+    reaper: &Arc<Reaper>,
     spec: &oci_spec::runtime::Spec,
     flags: nix::sched::CloneFlags,
     module: Module,
@@ -222,7 +223,14 @@ async fn create_with(
         // action finds the child by this file and kills it.
         write_pid_file(&resources.bundle, pid)
             .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e:#}")))?;
-        let cache_server = serve_cache(id, module.cache, cache_socket)
+        // On a miss the shim compiles the module itself, charged to the
+        // container's cgroup.
+        let compiler = Compiler {
+            exe: exe.to_path_buf(),
+            reaper: reaper.clone(),
+            cgroup: resources.cgroup.clone(),
+        };
+        let cache_server = serve_cache(id, module.cache, compiler, cache_socket)
             .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
         let hooks = Hooks {
             reaper,
@@ -300,20 +308,24 @@ struct CacheServer {
     what: String,
 }
 
-fn serve_cache(id: &str, cache: Option<Cache>, socket: UnixStream) -> anyhow::Result<CacheServer> {
+fn serve_cache(
+    id: &str,
+    cache: Option<Cache>,
+    compiler: Compiler,
+    socket: UnixStream,
+) -> anyhow::Result<CacheServer> {
     let what = format!("task {id}");
     let served = socket.try_clone().context("clone the cache socket")?;
     let name = what.clone();
     let task = tokio::task::spawn_blocking(move || {
-        crate::cache::serve_child(cache.as_ref(), served, &name)
+        crate::cache::serve_child(cache.as_ref(), &compiler, served, &name)
     });
     Ok(CacheServer { socket, task, what })
 }
 
 impl CacheServer {
     /// Ends the conversation: called once the child has reported (or
-    /// failed), so no compiled bytes are taken from a child whose guest
-    /// may run.
+    /// failed); a compile still running for it is given up.
     async fn finish(self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
         // serve_child logs what happened; only a panic is left to say.

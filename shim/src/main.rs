@@ -38,6 +38,9 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(executor::protocol::EXEC_SUBCOMMAND) {
         executor::exec::main(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some(executor::compiler::COMPILE_SUBCOMMAND) {
+        executor::compiler::main(&args[2..]);
+    }
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(flags) => flags,
         Err(e) => {

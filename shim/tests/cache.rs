@@ -1,11 +1,13 @@
 //! End-to-end tests of the compiled-code cache: an entry is written by the
 //! first start and loaded by the next, a damaged entry is recompiled
-//! instead of run, concurrent first starts compile once, and the runtime
-//! options move or turn off the cache.
+//! instead of run, concurrent first starts compile once in the shim's
+//! confined compiler, and the runtime options move or turn off the cache.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{Containerd, containerd};
 
@@ -110,11 +112,74 @@ fn a_truncated_or_altered_entry_is_recompiled_not_run() {
     assert!(lines.iter().any(|l| l.contains("hit")), "{lines:?}");
 }
 
+/// What the host sees of one of the shim's compilers once it has
+/// confined itself (no_new_privs is its last step).
+#[derive(Debug)]
+struct Compiler {
+    uid: String,
+    cap_eff: String,
+    cgroup: String,
+    root: Vec<String>,
+    own_pid_namespace: bool,
+}
+
+/// Watches for the shim's compilers (`__compile`) until `stop`.
+fn watch_compilers(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Compiler>> {
+    std::thread::spawn(move || {
+        let ours = std::fs::read_link("/proc/self/ns/pid").unwrap();
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            for pid in common::all_pids() {
+                let proc = PathBuf::from(format!("/proc/{pid}"));
+                let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+                if cmdline.split(|&b| b == 0).nth(1) != Some(b"__compile") {
+                    continue;
+                }
+                let status = std::fs::read_to_string(proc.join("status")).unwrap_or_default();
+                let field = |name: &str| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap_or("")
+                        .trim()
+                        .to_string()
+                };
+                if field("NoNewPrivs:") != "1" {
+                    continue;
+                }
+                let root = std::fs::read_dir(proc.join("root"))
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_else(|e| vec![format!("unreadable: {e}")]);
+                seen.push(Compiler {
+                    uid: field("Uid:"),
+                    cap_eff: field("CapEff:"),
+                    cgroup: std::fs::read_to_string(proc.join("cgroup")).unwrap_or_default(),
+                    root,
+                    own_pid_namespace: std::fs::read_link(proc.join("ns/pid")).ok().as_ref()
+                        != Some(&ours),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        seen
+    })
+}
+
+/// Three first starts of a slow module at once: one compile, in the
+/// shim's compiler, confined (user nobody, no capabilities, an empty
+/// root, a PID namespace of its own, the container's cgroup), and the
+/// others wait for its entry.
 #[test]
 fn concurrent_first_starts_compile_once() {
     let Some(ctrd) = containerd() else { return };
     ctrd.import("big");
     let ids = ["big-a", "big-b", "big-c"];
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_compilers(stop.clone());
     let runs: Vec<_> = ids
         .iter()
         .map(|id| ctrd.spawn_run("big", id, &[], std::process::Stdio::null()))
@@ -128,6 +193,26 @@ fn concurrent_first_starts_compile_once() {
             String::from_utf8_lossy(&out.stderr)
         );
         ctrd.assert_clean(id);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let compilers: Vec<Compiler> = watcher
+        .join()
+        .unwrap()
+        .into_iter()
+        .filter(|c| ids.iter().any(|id| c.cgroup.contains(id)))
+        .collect();
+    assert!(
+        !compilers.is_empty(),
+        "the compile ran in a container's cgroup"
+    );
+    for compiler in &compilers {
+        assert!(
+            compiler.uid.split_whitespace().all(|id| id == "65534"),
+            "{compiler:?}"
+        );
+        assert_eq!(compiler.cap_eff, "0000000000000000", "{compiler:?}");
+        assert!(compiler.root.is_empty(), "{compiler:?}");
+        assert!(compiler.own_pid_namespace, "{compiler:?}");
     }
     assert_eq!(entries(&default_dir(&ctrd)).len(), 1);
     let lines: Vec<String> = ids.iter().flat_map(|id| cache_lines(&ctrd, id)).collect();

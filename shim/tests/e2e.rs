@@ -368,7 +368,7 @@ fn a_create_abandoned_by_its_caller_is_undone() {
     assert!(run.stderr.contains("deadline exceeded"), "{run:?}");
     // Still compiling: containerd has given up on it (and stopped reading
     // its log), but the shim finishes the Create and then undoes it.
-    // The child and, while it compiles, its forked compiler.
+    // The child, waiting for the shim's compile of its module.
     assert!(
         !common::child_pids(id).is_empty(),
         "the create is under way"

@@ -1,13 +1,12 @@
-//! Turning a module's bytes into code: from the shim's compiled-code cache
-//! when it has them, else compiled here, inside the container's cgroup,
-//! and handed to the shim for the cache.
+//! Turning a module's bytes into code: from the shim's compiled-code
+//! cache when it offers one, else compiled here.
 //!
-//! Code loaded from a cache entry is mapped from the entry's file, so its
-//! pages are shared by every container that runs the module. On a miss
-//! the module is compiled in a forked process of the child, which hands
-//! the code to the shim and exits: all the memory the compiler used goes
-//! with it (freed heap would otherwise stay with the child, tens of MB for
-//! an 18 MB component), and the child maps the entry the shim just wrote.
+//! The shim answers a lookup with the entry it has or, on a miss, with
+//! the entry its own compiler (`crate::compiler`, a process no container
+//! can reach) just made from the very bytes the child sent: nothing this
+//! child or its container does can change what another container maps.
+//! Code loaded from an entry is mapped from the entry's file, so its pages
+//! are shared by every container that runs the module.
 
 use std::fs::File;
 
@@ -15,8 +14,8 @@ use wasmtime::Engine;
 use wasmtime::Module;
 use wasmtime::component::Component;
 
-use crate::cache::{CacheLink, fd_path, key};
-use crate::wasm::engine::release_free_memory;
+use crate::cache::{CacheLink, Compile, MAX_THREADS, engine_part, fd_path};
+use crate::wasm::engine::{Flavor, release_free_memory};
 
 /// Compiled code of either kind.
 pub enum Code {
@@ -37,7 +36,7 @@ pub enum Shape {
 /// off.
 pub fn load(
     engine: &Engine,
-    shape: Shape,
+    (shape, flavor): (Shape, Flavor),
     bytes: &[u8],
     threads: usize,
     cache: Option<&mut CacheLink>,
@@ -45,91 +44,25 @@ pub fn load(
     let Some(link) = cache else {
         return compile(engine, shape, bytes, threads);
     };
-    let key = key(bytes, engine);
-    // A cache that fails to answer is not a reason to fail the container:
-    // the shim logs what went wrong on its side, and the child compiles.
-    match link.lookup(&key) {
+    let request = Compile {
+        component: shape == Shape::Component,
+        http: flavor == Flavor::Http,
+        threads: threads.clamp(1, usize::from(MAX_THREADS)) as u16,
+    };
+    // No entry (no cache, or the shim's compile failed), an entry that
+    // does not fit this engine, or a cache that failed to answer: the
+    // shim logs why on its side, and the child compiles alone.
+    match link.lookup(bytes, &engine_part(engine), request) {
         Ok(Some(entry)) => {
-            if let Ok(code) = deserialize(engine, shape, &entry) {
-                return Ok(code);
-            }
-            compile(engine, shape, bytes, threads)
+            deserialize(engine, shape, &entry).or_else(|_| compile(engine, shape, bytes, threads))
         }
-        Ok(None) => match compile_in_fork(engine, shape, bytes, threads, link, &key) {
-            Forked::Stored => {
-                link.stored_by_fork();
-                match link.lookup(&key) {
-                    Ok(Some(entry)) => deserialize(engine, shape, &entry)
-                        .or_else(|_| compile(engine, shape, bytes, threads)),
-                    _ => compile(engine, shape, bytes, threads),
-                }
-            }
-            // The compiler's own message, from a compile here; the link
-            // is done with (its miss is still pending in the shim).
-            Forked::Failed => compile(engine, shape, bytes, threads),
-            Forked::Unavailable => compile_and_store(engine, shape, bytes, threads, link, &key),
-        },
-        Err(_) => compile(engine, shape, bytes, threads),
-    }
-}
-
-/// How a compile in a forked process went.
-enum Forked {
-    /// The shim stored the entry.
-    Stored,
-    /// The module did not compile, or the shim did not take it.
-    Failed,
-    /// No process could be forked (a seccomp profile may refuse it).
-    Unavailable,
-}
-
-/// Compiles in a forked process that sends the code to the shim over
-/// `link` and exits. Run before any thread but the signal watcher exists
-/// (the compile pool is made in the fork), so the fork has the child's
-/// memory and nothing of another thread's work in progress.
-fn compile_in_fork(
-    engine: &Engine,
-    shape: Shape,
-    bytes: &[u8],
-    threads: usize,
-    link: &mut CacheLink,
-    key: &str,
-) -> Forked {
-    // SAFETY: the child is single-threaded here but for the signal thread,
-    // which only waits in sigwait and holds no lock; glibc's fork keeps
-    // the allocator usable in the new process. The forked process only
-    // compiles, writes to the cache socket and leaves with _exit, never
-    // returning into the caller's frames.
-    match unsafe { nix::unistd::fork() } {
-        Err(_) => Forked::Unavailable,
-        Ok(nix::unistd::ForkResult::Child) => {
-            // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's
-            // parent-death signal: if the child is killed, so is its compiler.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            let compiled = precompile(engine, shape, bytes, threads);
-            let stored = compiled.map(|code| link.store(key, &code));
-            let status = if matches!(stored, Ok(Ok(Some(_)))) {
-                0
-            } else {
-                1
-            };
-            // SAFETY: _exit ends the forked process without running the
-            // destructors and atexit handlers that belong to the child.
-            unsafe { libc::_exit(status) }
-        }
-        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
-            match nix::sys::wait::waitpid(child, None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => break Forked::Stored,
-                Err(nix::errno::Errno::EINTR) => continue,
-                _ => break Forked::Failed,
-            }
-        },
+        Ok(None) | Err(_) => compile(engine, shape, bytes, threads),
     }
 }
 
 /// The module or component compiled to its serialized form, on a compile
 /// pool of `threads`.
-fn precompile(
+pub fn precompile(
     engine: &Engine,
     shape: Shape,
     bytes: &[u8],
@@ -152,34 +85,8 @@ fn compile(engine: &Engine, shape: Shape, bytes: &[u8], threads: usize) -> wasmt
     Ok(code)
 }
 
-/// After a miss, where no process can be forked: compiles here to the
-/// serialized form, which the shim writes as the entry, then maps the
-/// entry. The serialized bytes are our own
-/// compiler's output from this very process, before any guest ran.
-fn compile_and_store(
-    engine: &Engine,
-    shape: Shape,
-    bytes: &[u8],
-    threads: usize,
-    link: &mut CacheLink,
-    key: &str,
-) -> wasmtime::Result<Code> {
-    let compiled = precompile(engine, shape, bytes, threads)?;
-    let stored = link.store(key, &compiled);
-    let code = match stored {
-        Ok(Some(entry)) => match deserialize(engine, shape, &entry) {
-            Ok(code) => code,
-            Err(_) => deserialize_own(engine, shape, &compiled)?,
-        },
-        _ => deserialize_own(engine, shape, &compiled)?,
-    };
-    drop(compiled);
-    release_free_memory();
-    Ok(code)
-}
-
-/// Maps a cache entry the shim handed over: written by the shim from a
-/// compiler's output and verified against its digest before it was sent.
+/// Maps a cache entry the shim handed over: written by the shim's own
+/// compiler and verified against its digest before it was sent.
 /// A module is mapped from the descriptor itself; a component (wasmtime
 /// has no `deserialize_open_file` for them) through `/proc/self/fd`, which
 /// [`fd_path`] checks leads to this very descriptor.
@@ -197,19 +104,6 @@ fn deserialize(engine: &Engine, shape: Shape, entry: &File) -> wasmtime::Result<
             Shape::Component => {
                 Code::Component(Component::deserialize_file(engine, fd_path(entry)?)?)
             }
-        }
-    })
-}
-
-/// Loads the serialized form this process's compiler just produced, when
-/// the cache could not take it.
-fn deserialize_own(engine: &Engine, shape: Shape, compiled: &[u8]) -> wasmtime::Result<Code> {
-    // SAFETY: `compiled` is the output of `precompile_*` on this engine in
-    // this process, never bytes from outside.
-    Ok(unsafe {
-        match shape {
-            Shape::Module => Code::Module(Module::deserialize(engine, compiled)?),
-            Shape::Component => Code::Component(Component::deserialize(engine, compiled)?),
         }
     })
 }

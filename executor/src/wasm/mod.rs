@@ -78,7 +78,7 @@ pub fn prepare(
     };
     let (shape, flavor) = match detect(bytes) {
         Kind::CoreModule => (Shape::Module, Flavor::Command),
-        Kind::Component if entry == DEFAULT_ENTRY && http::is_proxy(bytes) => {
+        Kind::Component if entry == DEFAULT_ENTRY && crate::kind::is_http_proxy(bytes) => {
             (Shape::Component, Flavor::Http)
         }
         Kind::Component => (Shape::Component, Flavor::Command),
@@ -93,7 +93,7 @@ pub fn prepare(
     if flavor == Flavor::Command {
         on_engine(&engine);
     }
-    let code = compile::load(&engine, shape, bytes, threads, cache)
+    let code = compile::load(&engine, (shape, flavor), bytes, threads, cache)
         .map_err(|e| fail(format!("cannot compile: {e:#}")))?;
     let func = (entry != DEFAULT_ENTRY).then_some(entry);
     let prepared = match (code, flavor) {

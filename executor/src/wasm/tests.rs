@@ -119,9 +119,9 @@ fn tells_http_handlers_from_commands() {
              (func $handle (param "a" u32) (param "b" u32) (canon lift (core func $i "handle")))
              (instance $h (export "handle" (func $handle)))
              (export "wasi:http/incoming-handler@0.2.3" (instance $h)))"#);
-    assert!(http::is_proxy(&handler));
-    assert!(!http::is_proxy(&run_component(true)));
-    assert!(!http::is_proxy(b"\0asm\x0d\0\x01\0garbage"));
+    assert!(crate::kind::is_http_proxy(&handler));
+    assert!(!crate::kind::is_http_proxy(&run_component(true)));
+    assert!(!crate::kind::is_http_proxy(b"\0asm\x0d\0\x01\0garbage"));
 }
 
 #[test]

@@ -661,6 +661,16 @@ fn pids_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
 }
 
 /// The processes whose parent is `parent`.
+/// Every pid in /proc.
+pub fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
 pub fn children_of(parent: i32) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
