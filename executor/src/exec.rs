@@ -19,15 +19,8 @@ use crate::error::{Error, Result};
 use crate::exit::{EXEC_FAILED, FAILURE};
 use crate::native::{self, Program};
 use crate::protocol::{self, CONTROL_FD, STATUS_FD};
-use crate::sandbox::{self, Workload};
+use crate::sandbox::{self, Init, Workload};
 use crate::spec::{ChildConfig, child_config, load};
-
-/// The container's init process, named by pid and start time so that a
-/// recycled pid is never mistaken for it.
-pub struct Init {
-    pub pid: i32,
-    pub started: u64,
-}
 
 struct Args {
     bundle: PathBuf,

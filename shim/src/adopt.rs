@@ -57,7 +57,7 @@ async fn await_fork(what: &str, mut status: File) -> Result<(File, Fork), Fail> 
         let fork = executor::protocol::await_fork(&mut status);
         fork.map(|fork| (status, fork))
     });
-    tokio::time::timeout(crate::container::PREPARE_TIMEOUT, read)
+    tokio::time::timeout(crate::readiness::PREPARE_TIMEOUT, read)
         .await
         .map_err(|_| Fail::internal(format!("{what}: the process did not fork in time")))?
         .map_err(|e| Fail::internal(format!("{what}: {e}")))?

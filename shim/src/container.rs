@@ -6,7 +6,6 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use containerd_shim::api::CreateTaskRequest;
@@ -26,10 +25,6 @@ use crate::reaper::Reaper;
 /// that the `delete` action can find a child whose shim died, and never
 /// mistake a process that reused the pid for it.
 pub const PID_FILE: &str = "init.pid";
-
-/// How long a child may take to build its sandbox and compile its module.
-/// Generous: cranelift needs tens of seconds for a module of tens of MB.
-pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What exists of a created container besides its child.
 #[derive(Debug)]
@@ -115,6 +110,10 @@ pub async fn create(
     }
 }
 
+/// Create, after the spec was checked, in named steps: the rootfs, the
+/// stdio, the cgroup, the child's clone, then its preparation (pid file,
+/// cache server, hooks, the go-ahead, the report). Everything made is
+/// recorded in `resources` as it is made, for the caller to undo.
 async fn create_with(
     req: &CreateTaskRequest,
     exe: &Path,
@@ -133,87 +132,30 @@ async fn create_with(
     Fail,
 > {
     let id = &req.id;
-    let rootfs = resources.bundle.join("rootfs");
-    for m in &req.rootfs {
-        log::debug!(
-            "task {id}: mount {} ({}) on {}",
-            m.source,
-            m.type_,
-            rootfs.display()
-        );
-        // Recorded first: a mount that half succeeds is still undone.
-        resources.rootfs = Some(rootfs.clone());
-        containerd_shim::util::mount_rootfs(m, &rootfs)
-            .await
-            .map_err(|e| {
-                Fail::internal(format!("task {id}: mount rootfs {}: {e}", rootfs.display()))
-            })?;
-    }
+    mount_rootfs(req, resources).await?;
     let crate::stdio::Opened {
         fds: stdio,
         stdin_hold,
     } = crate::stdio::open(&req.stdin, &req.stdout, &req.stderr)
         .await
         .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
-    {
-        let cg =
-            cgroup::of_spec(spec, id).map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
-        // Recorded first: a hierarchy created before a failure is removed too.
-        resources.cgroup = Some(cg.clone());
-        cg.create()
-            .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
-        log::debug!("task {id}: cgroup {:?}", cg.dirs);
-        let none = oci_spec::runtime::LinuxResources::default();
-        let limits = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().as_ref())
-            .unwrap_or(&none);
-        cg.apply(limits)
-            .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
-        // As runc: without device rules a container still gets the
-        // allow-list of default devices, not every device of the host.
-        if limits.devices().is_none() {
-            cg.apply_devices(&[])
-                .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
-        }
-        resources.device_rules = limits.devices().clone();
-    }
-
-    let bundle = resources.bundle.to_string_lossy().into_owned();
-    let mut args = vec![CHILD_SUBCOMMAND, id.as_str(), bundle.as_str()];
-    // The child's end of the cache conversation is fd 5; an artifact's
-    // module follows at fd 6.
+    create_cgroup(spec, id, resources)?;
     let (cache_socket, child_socket) = UnixStream::pair()
         .map_err(|e| Fail::internal(format!("task {id}: create the cache socket: {e}")))?;
-    let child_socket = OwnedFd::from(child_socket);
-    let mut extra = vec![&child_socket];
-    if let Some(artifact) = &module.artifact {
-        log::debug!(
-            "task {id}: module from the image's layer {}",
-            artifact.digest
-        );
-        extra.push(&artifact.module);
-        args.push(protocol::ARTIFACT_FLAG);
-    }
-    // The child is cloned in the shim's PID namespace, or a new one. In a
-    // pod that shares its PID namespace (the spec names the pause
+    let clone = ChildSetup {
+        id,
+        exe,
+        bundle: &resources.bundle,
+        stdio,
+        cache: OwnedFd::from(child_socket),
+        artifact: module.artifact,
+        flags,
+    };
+    let (child, pid, exit) = clone_child(reaper, clone)?;
+    // In a pod that shares its PID namespace (the spec names the pause
     // container's), the child forks into it once it has joined the
     // others, and the shim adopts that fork (executor's fork.rs).
     let forks = spec::pid_namespace_path(spec).is_some();
-    let (child, pid, exit) = reaper
-        .spawn(|| {
-            let stdio = [&stdio[0], &stdio[1], &stdio[2]];
-            let child = spawn_child(exe, &args, stdio, &extra, flags)
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
-            Ok((child.pid, child))
-        })
-        .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
-    drop(stdio);
-    drop(extra);
-    drop(child_socket);
-    drop(module.artifact);
-    log::debug!("task {id}: child {pid} cloned with {flags:?}");
 
     // Every failure from here on goes through `ready`, which kills the
     // child (and its fork) and waits for it.
@@ -274,6 +216,104 @@ async fn create_with(
             }
         }
     }
+}
+
+/// Mounts the rootfs containerd prepared (none for a bundle that holds
+/// its own).
+async fn mount_rootfs(req: &CreateTaskRequest, resources: &mut Resources) -> Result<(), Fail> {
+    let id = &req.id;
+    let rootfs = resources.bundle.join("rootfs");
+    for m in &req.rootfs {
+        log::debug!(
+            "task {id}: mount {} ({}) on {}",
+            m.source,
+            m.type_,
+            rootfs.display()
+        );
+        // Recorded first: a mount that half succeeds is still undone.
+        resources.rootfs = Some(rootfs.clone());
+        containerd_shim::util::mount_rootfs(m, &rootfs)
+            .await
+            .map_err(|e| {
+                Fail::internal(format!("task {id}: mount rootfs {}: {e}", rootfs.display()))
+            })?;
+    }
+    Ok(())
+}
+
+/// Creates the container's cgroup (`linux.cgroupsPath`, or runc's
+/// default) with the spec's limits and device rules.
+fn create_cgroup(
+    spec: &oci_spec::runtime::Spec,
+    id: &str,
+    resources: &mut Resources,
+) -> Result<(), Fail> {
+    let cg = cgroup::of_spec(spec, id).map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+    // Recorded first: a hierarchy created before a failure is removed too.
+    resources.cgroup = Some(cg.clone());
+    cg.create()
+        .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+    log::debug!("task {id}: cgroup {:?}", cg.dirs);
+    let none = oci_spec::runtime::LinuxResources::default();
+    let limits = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .unwrap_or(&none);
+    cg.apply(limits)
+        .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+    // As runc: without device rules a container still gets the
+    // allow-list of default devices, not every device of the host.
+    if limits.devices().is_none() {
+        cg.apply_devices(&[])
+            .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+    }
+    resources.device_rules = limits.devices().clone();
+    Ok(())
+}
+
+/// What the child is cloned with; its descriptors are closed in the shim
+/// once it has them.
+struct ChildSetup<'a> {
+    id: &'a str,
+    exe: &'a Path,
+    bundle: &'a Path,
+    stdio: [OwnedFd; 3],
+    /// The child's end of the cache conversation, its fd 5.
+    cache: OwnedFd,
+    /// An artifact's module, the child's fd 6.
+    artifact: Option<crate::artifact::Artifact>,
+    flags: nix::sched::CloneFlags,
+}
+
+/// Clones the child (in the shim's PID namespace or a new one) and
+/// registers it with the reaper.
+fn clone_child(
+    reaper: &Reaper,
+    clone: ChildSetup,
+) -> Result<(executor::spawn::Child, Pid, oneshot::Receiver<i32>), Fail> {
+    let id = clone.id;
+    let bundle = clone.bundle.to_string_lossy().into_owned();
+    let mut args = vec![CHILD_SUBCOMMAND, id, bundle.as_str()];
+    let mut extra = vec![&clone.cache];
+    if let Some(artifact) = &clone.artifact {
+        log::debug!(
+            "task {id}: module from the image's layer {}",
+            artifact.digest
+        );
+        extra.push(&artifact.module);
+        args.push(protocol::ARTIFACT_FLAG);
+    }
+    let (child, pid, exit) = reaper
+        .spawn(|| {
+            let stdio = [&clone.stdio[0], &clone.stdio[1], &clone.stdio[2]];
+            let child = spawn_child(clone.exe, &args, stdio, &extra, clone.flags)
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            Ok((child.pid, child))
+        })
+        .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+    log::debug!("task {id}: child {pid} cloned with {:?}", clone.flags);
+    Ok((child, pid, exit))
 }
 
 /// Where a container's code comes from besides its rootfs.
@@ -429,7 +469,7 @@ async fn start_child(
     protocol::release(&mut control)
         .map_err(|e| Fail::internal(format!("{what}: release child {pid}: {e}")))?;
     let Some(slot) = fork else {
-        let workload = await_ready(&what, pid, status).await?;
+        let workload = crate::readiness::await_ready(&what, pid, status).await?;
         return Ok((control, workload));
     };
     let (status, adopted) =
@@ -439,36 +479,8 @@ async fn start_child(
     // From here on, the `delete` action of a dead shim kills the fork.
     write_pid_file(&hooks.bundle, fork_pid)
         .map_err(|e| Fail::internal(format!("{what}: write {PID_FILE}: {e:#}")))?;
-    let workload = await_ready(&what, fork_pid, status).await?;
+    let workload = crate::readiness::await_ready(&what, fork_pid, status).await?;
     Ok((control, workload))
-}
-
-/// Reads a released child's report: what it will run, or why it cannot.
-pub async fn await_ready(what: &str, pid: Pid, status: File) -> Result<Workload, Fail> {
-    let read = tokio::task::spawn_blocking(move || protocol::await_report(status));
-    // The caller kills a child that overstays, which ends the read.
-    let report = tokio::time::timeout(PREPARE_TIMEOUT, read)
-        .await
-        .map_err(|_| {
-            Fail::internal(format!(
-                "{what}: the child {pid} did not get ready within {PREPARE_TIMEOUT:?}"
-            ))
-        })?
-        .map_err(|e| Fail::internal(format!("{what}: {e}")))?
-        .map_err(|e| Fail::internal(format!("{what}: read the child's report: {e}")))?;
-    match report {
-        Ok(workload) => Ok(workload),
-        Err(Some(message)) => Err(Fail::invalid(format!("{what}: {message}"))),
-        // Completed with the child's exit status by the caller.
-        Err(None) => Err(Fail::internal(format!(
-            "{what}: the child {pid} ended before reporting"
-        ))),
-    }
-}
-
-/// Lets a created child run its workload.
-pub fn start(control: &mut File) -> anyhow::Result<()> {
-    protocol::start(control).context("tell the child to start")
 }
 
 /// Writes `<pid> <start time>` to the bundle's pid file.

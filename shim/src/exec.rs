@@ -101,8 +101,8 @@ pub async fn start(
             crate::adopt::adopt_fork(what, helper_pid, reaper, status, &mut control).await?;
         let (pid, exit) = (adopted.pid, adopted.exit);
         forked = Some(pid);
-        crate::container::await_ready(what, pid, status).await?;
-        crate::container::start(&mut control)
+        crate::readiness::await_ready(what, pid, status).await?;
+        crate::readiness::start(&mut control)
             .map_err(|e| Fail::internal(format!("{what}: {e:#}")))?;
         Ok((pid, exit))
     };

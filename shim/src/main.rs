@@ -11,6 +11,7 @@ mod errors;
 mod events;
 mod exec;
 mod options;
+mod readiness;
 mod reaper;
 mod serve;
 mod start;

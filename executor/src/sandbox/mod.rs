@@ -63,6 +63,13 @@ pub fn enter(config: &ChildConfig, before_pivot: &dyn Fn() -> Result<()>) -> Res
     process::set_rlimits(&config.rlimits)
 }
 
+/// The container's init process, named by pid and start time so that a
+/// recycled pid is never mistaken for it.
+pub struct Init {
+    pub pid: i32,
+    pub started: u64,
+}
+
 /// The namespaces a process exec'd into a container joins, by their names
 /// under `/proc/<pid>/ns`, the mount namespace last: joining it moves the
 /// process to the container's root. The PID namespace is not among them,
@@ -84,7 +91,7 @@ const EXEC_NAMESPACES: [(CloneFlags, &str); 5] = [
 /// one. Returns the PID namespace, which only a fork can enter: the
 /// caller forks into it last, so that nothing of ours appears there
 /// before it is inside the container.
-pub fn join_container(config: &ChildConfig, init: &crate::exec::Init) -> Result<File> {
+pub fn join_container(config: &ChildConfig, init: &Init) -> Result<File> {
     let gone = || Error::InvalidSpec("the container's process has exited".into());
     let mut files = Vec::with_capacity(EXEC_NAMESPACES.len());
     for (flag, name) in EXEC_NAMESPACES {

@@ -218,9 +218,18 @@ pub fn make_readonly(paths: &[PathBuf]) -> Result<()> {
             "linux.readonlyPaths: bind {}",
             path.display()
         )))?;
-        super::rootfs::remount_readonly(path, MsFlags::empty())?;
+        remount_readonly(path, MsFlags::empty())?;
     }
     Ok(())
+}
+
+/// Remounts a mount point read-only, keeping its nosuid/nodev/noexec.
+pub fn remount_readonly(path: &Path, extra: MsFlags) -> Result<()> {
+    const NONE: Option<&str> = None;
+    let kept = locked_flags(path)?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept | extra;
+    mount(NONE, path, NONE, flags, NONE)
+        .map_err(Error::sys(format!("make {} read-only", path.display())))
 }
 
 #[cfg(test)]

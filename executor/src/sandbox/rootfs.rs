@@ -66,10 +66,10 @@ pub fn enter(config: &ChildConfig, before_pivot: &dyn Fn() -> Result<()>) -> Res
     let _ = std::fs::create_dir_all(&config.cwd);
     for target in readonly_later {
         let inside = Path::new("/").join(target.strip_prefix(rootfs).unwrap_or(&target));
-        remount_readonly(&inside, MsFlags::empty())?;
+        super::paths::remount_readonly(&inside, MsFlags::empty())?;
     }
     if config.readonly_root {
-        remount_readonly(Path::new("/"), MsFlags::empty())?;
+        super::paths::remount_readonly(Path::new("/"), MsFlags::empty())?;
     }
     Ok(())
 }
@@ -206,14 +206,6 @@ fn switch_root(rootfs: &Path) -> Result<()> {
         .map_err(Error::sys("make the old root slave"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(Error::sys("detach the old root"))?;
     chdir("/").map_err(Error::sys("enter the new root"))
-}
-
-/// Remounts a mount point read-only, keeping its nosuid/nodev/noexec.
-pub fn remount_readonly(path: &Path, extra: MsFlags) -> Result<()> {
-    let kept = super::paths::locked_flags(path)?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept | extra;
-    mount(NONE, path, NONE, flags, NONE)
-        .map_err(Error::sys(format!("make {} read-only", path.display())))
 }
 
 #[cfg(test)]

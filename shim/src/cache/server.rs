@@ -17,7 +17,7 @@ use super::compiler::{Compiles, Job};
 use super::{Cache, KeyLock, WAIT_LIMIT, Wait, check_key, digest_of, hung_up};
 
 /// How long the shim's compile of a module may take: just under the time
-/// the shim gives a child to get ready (`container::PREPARE_TIMEOUT`),
+/// the shim gives a child to get ready (`readiness::PREPARE_TIMEOUT`),
 /// which the compile is part of.
 const COMPILE_LIMIT: std::time::Duration = std::time::Duration::from_secs(280);
 

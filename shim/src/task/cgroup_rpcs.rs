@@ -166,12 +166,3 @@ impl Service {
         });
     }
 }
-
-/// Thaws a paused task that was sent SIGKILL, so that it dies now.
-pub(super) fn thaw_for_kill(id: &str, live: &Live) {
-    if let Some(cg) = live.resources.cgroup()
-        && let Err(e) = cg.freeze(false)
-    {
-        log::warn!("task {id}: thaw after SIGKILL: {e:#}");
-    }
-}

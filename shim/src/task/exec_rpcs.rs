@@ -15,37 +15,13 @@ use executor::protocol::Workload;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use super::exec_entry::ExecEntry;
 use super::lifecycle::{Event, Exit, Status, next};
 use super::service::{RpcResult, Service, TaskEntry, not_found, timestamp};
 use crate::errors::Fail;
-use crate::stdio::StdinHold;
 
 /// The sentence a user of `kubectl exec` or an exec probe sees.
 pub const WASM_EXEC_REFUSED: &str = "exec is not supported for Wasm containers";
-
-/// One exec'd process of a task.
-pub(super) struct ExecEntry {
-    status: watch::Sender<Status>,
-    /// The process spec, JSON as containerd sent it.
-    spec: Vec<u8>,
-    stdio: [String; 3],
-    pid: Option<Pid>,
-    stdin_hold: Option<StdinHold>,
-}
-
-impl ExecEntry {
-    pub(super) fn status(&self) -> Status {
-        *self.status.borrow()
-    }
-
-    /// The running process, to be killed when its task is deleted.
-    pub(super) fn running(&self) -> Option<(Pid, watch::Receiver<Status>)> {
-        (self.status() == Status::Running)
-            .then_some(self.pid)
-            .flatten()
-            .map(|pid| (pid, self.status.subscribe()))
-    }
-}
 
 fn name(id: &str, exec_id: &str) -> String {
     format!("{id} exec {exec_id}")

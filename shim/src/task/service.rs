@@ -36,7 +36,7 @@ pub(super) struct TaskEntry {
     /// What the task owns once Create has made it.
     pub(super) live: Option<Live>,
     /// The processes exec'd into it, by exec id.
-    pub(super) execs: HashMap<String, super::exec_rpcs::ExecEntry>,
+    pub(super) execs: HashMap<String, super::exec_entry::ExecEntry>,
 }
 
 pub(super) struct Live {
@@ -283,7 +283,8 @@ impl Service {
             .control
             .as_mut()
             .ok_or_else(|| Fail::precondition(format!("task {id} has already exited")))?;
-        container::start(control).map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+        crate::readiness::start(control)
+            .map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
         live.control = None;
         let pid = live.pid.as_raw() as u32;
         let hooks = (live.resources.spec.clone(), task.bundle.clone(), live.pid);
@@ -339,7 +340,7 @@ impl Service {
         // A frozen process does not die until it is thawed; as runc does,
         // a SIGKILL to a paused task thaws it so that it ends now.
         if signal == Signal::SIGKILL && paused {
-            super::cgroup_rpcs::thaw_for_kill(&req.id, live);
+            thaw_for_kill(&req.id, live);
         }
         Ok(())
     }
@@ -578,5 +579,14 @@ pub fn timestamp(at: SystemTime) -> Timestamp {
         seconds: since.as_secs() as i64,
         nanos: since.subsec_nanos() as i32,
         ..Default::default()
+    }
+}
+
+/// Thaws a paused task that was sent SIGKILL, so that it dies now.
+fn thaw_for_kill(id: &str, live: &Live) {
+    if let Some(cg) = live.resources.cgroup()
+        && let Err(e) = cg.freeze(false)
+    {
+        log::warn!("task {id}: thaw after SIGKILL: {e:#}");
     }
 }

@@ -5,6 +5,15 @@
 #![allow(dead_code)]
 
 pub mod cri;
+mod events;
+mod procs;
+mod versions;
+
+pub use events::Events;
+#[allow(unused_imports)]
+pub use procs::*;
+#[allow(unused_imports)]
+pub use versions::*;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -545,33 +554,6 @@ fn containerd_umount(root: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What is left of container `id`, described, or nothing.
-pub fn leftovers(dir: &Path, id: &str) -> Vec<String> {
-    let mut found: Vec<String> = child_pids(id)
-        .iter()
-        .map(|pid| format!("process {pid}"))
-        .collect();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let rootfs = format!(
-        "{}/state/io.containerd.runtime.v2.task/{NAMESPACE}/{id}/rootfs",
-        dir.display()
-    );
-    for line in mounts.lines().filter(|l| l.contains(&rootfs)) {
-        found.push(format!("mount {line}"));
-    }
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let cgroup = hierarchy.path().join(NAMESPACE).join(id);
-        if cgroup.exists() {
-            found.push(format!("cgroup {}", cgroup.display()));
-        }
-    }
-    found
-}
-
 /// Waits for `child` and collects its output; kills it if it has not
 /// ended within `limit` and says so with `true`.
 fn output_within(child: Child, limit: Duration) -> (Output, bool) {
@@ -597,36 +579,6 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A running `ctr events`.
-pub struct Events {
-    child: Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Events {
-    /// Waits until an event of `topic` for container `id` was seen.
-    pub fn wait_for(&self, topic: &str, id: &str) {
-        wait_for(
-            &format!("event {topic} of {id}"),
-            Duration::from_secs(30),
-            || {
-                self.lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .any(|l| l.contains(topic) && l.contains(id))
-            },
-        );
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The result of a finished `ctr` command.
 #[derive(Debug)]
 pub struct Run {
@@ -643,106 +595,4 @@ impl From<Output> for Run {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
-}
-
-/// The pids of the processes whose command line (NUL-separated) matches.
-fn pids_where(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if matches(&cmdline) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// The processes whose parent is `parent`.
-/// Every pid in /proc.
-pub fn all_pids() -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect()
-}
-
-pub fn children_of(parent: i32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split(' ').nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(parent) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// The shim processes serving containers of this containerd.
-pub fn shim_pids(dir: &Path) -> Vec<i32> {
-    let address = dir.join("containerd.sock").to_string_lossy().into_owned();
-    pids_where(|cmdline| {
-        let text = String::from_utf8_lossy(cmdline).replace('\0', " ");
-        text.contains("containerd-shim-wasmtime-v1 -namespace") && text.contains(&address)
-    })
-}
-
-/// The processes of container `id`: those in its cgroup (`/e2e/<id>`),
-/// whether a `__child` running Wasm or the native program it became.
-pub fn child_pids(id: &str) -> Vec<i32> {
-    cgroup_pids(&format!("/{NAMESPACE}/{id}"))
-}
-
-/// The processes in cgroup `path` (in any hierarchy).
-pub fn cgroup_pids(path: &str) -> Vec<i32> {
-    let suffix = format!(":{path}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse() else {
-            continue;
-        };
-        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
-        if cgroups.lines().any(|l| l.ends_with(&suffix)) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// The full version of the containerd under test, (major, minor, patch),
-/// from `containerd --version` ("1.6.20~ds1", "v2.1.9+unknown").
-pub fn containerd_version() -> (u32, u32, u32) {
-    static VERSION: OnceLock<(u32, u32, u32)> = OnceLock::new();
-    *VERSION.get_or_init(|| {
-        let out = Command::new(containerd_bin("containerd"))
-            .arg("--version")
-            .output()
-            .expect("containerd --version");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        parse_containerd_version(&text).unwrap_or_else(|| panic!("no version in {text:?}"))
-    })
-}
-
-/// The (major, minor, patch) of `containerd --version`'s output: its third
-/// word, a leading `v` and any `~`, `+` or `-` suffix dropped.
-pub fn parse_containerd_version(text: &str) -> Option<(u32, u32, u32)> {
-    let word = text.split_whitespace().nth(2)?.trim_start_matches('v');
-    let end = word.find(['~', '+', '-']).unwrap_or(word.len());
-    let mut parts = word[..end].split('.').map(|part| part.parse().ok());
-    Some((
-        parts.next()??,
-        parts.next()??,
-        parts.next().flatten().unwrap_or(0),
-    ))
 }

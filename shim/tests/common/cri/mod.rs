@@ -5,7 +5,6 @@
 //! removes what the tests left: pods, containerd, shims, cgroups, bridge.
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +18,15 @@ use api::{
 pub use k8s_cri::v1 as api;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Containerd, containerd_major, wait_for};
+use super::{Containerd, wait_for};
+
+mod fixture;
+mod streams;
+use fixture::*;
+#[allow(unused_imports)]
+pub use fixture::{cgroup_v2, fit_to_fixture};
+#[allow(unused_imports)]
+pub use streams::*;
 
 /// The runtime handler that the config maps to this shim.
 pub const HANDLER: &str = "wasmtime";
@@ -419,149 +426,6 @@ impl Drop for Cri {
     }
 }
 
-/// The CRI part of the containerd config, for containerd's major version;
-/// `dir` is the fixture's directory, where the CNI config goes.
-fn cri_config(dir: &Path) -> String {
-    let cni_dir = dir.join("cni");
-    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    write_cni_config(&cni_dir, &name, &dir.join("cni-ipam"));
-    let pause = test_images::reference("pause");
-    // The handlers and CNI, in the plugin that holds them in each version.
-    let handlers = |plugin: &str, bin_dir: &str| {
-        format!(
-            "[{plugin}.containerd.runtimes.wasmtime]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n\
-             [{plugin}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-             [{plugin}.cni]\n  {bin_dir}\n  conf_dir = \"{}\"\n",
-            cni_dir.display()
-        )
-    };
-    match containerd_major() {
-        1 => {
-            let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
-            format!(
-                "[{cri}]\n  sandbox_image = \"{pause}\"\n  restrict_oom_score_adj = true\n\
-                 [{cri}.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = \"runc\"\n{}",
-                handlers(cri, &format!("bin_dir = \"{CNI_BIN_DIR}\""))
-            )
-        }
-        // 2.x splits the CRI: the images (and the pinned sandbox image)
-        // have a plugin of their own. NRI, on by default there, gets a
-        // socket of the fixture's own.
-        _ => {
-            let images = "plugins.'io.containerd.cri.v1.images'";
-            let runtime = "plugins.'io.containerd.cri.v1.runtime'";
-            format!(
-                "[{images}]\n  snapshotter = \"overlayfs\"\n\
-                 [{images}.pinned_images]\n  sandbox = \"{pause}\"\n\
-                 [{runtime}]\n  restrict_oom_score_adj = true\n\
-                 [{runtime}.containerd]\n  default_runtime_name = \"runc\"\n{}\
-                 [plugins.'io.containerd.nri.v1.nri']\n  socket_path = \"{}/nri.sock\"\n",
-                handlers(runtime, &format!("bin_dirs = [\"{CNI_BIN_DIR}\"]")),
-                dir.display()
-            )
-        }
-    }
-}
-
-/// A node's containerd config (`config default` plus the installer's
-/// lines) made to run as a fixture in `dir`: its root, state, sockets, NRI
-/// socket and CNI config move into `dir`, CNI's plugins are Debian's, and
-/// oom_score_adj is restricted, since root on these machines may not
-/// lower it. Everything else stays as the node would have it.
-pub fn fit_to_fixture(config: &str, dir: &Path) -> String {
-    let cni_dir = dir.join("cni");
-    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    write_cni_config(&cni_dir, &name, &dir.join("cni-ipam"));
-    let d = dir.display();
-    config
-        .replace(
-            "/run/containerd/containerd.sock",
-            &format!("{d}/containerd.sock"),
-        )
-        .replace("/var/lib/containerd", &format!("{d}/root"))
-        .replace("/run/containerd", &format!("{d}/state"))
-        .replace("/var/run/nri/nri.sock", &format!("{d}/nri.sock"))
-        .replace("/etc/cni/net.d", &cni_dir.to_string_lossy())
-        .replace("/opt/cni/bin", CNI_BIN_DIR)
-        .replace(
-            "restrict_oom_score_adj = false",
-            "restrict_oom_score_adj = true",
-        )
-}
-
-/// A CNI config for pods with a network of their own. The CRI wants an
-/// address on the pod's `eth0` (a loopback-only config fails RunPodSandbox
-/// with "failed to find network info for sandbox"), so: a bridge of the
-/// fixture's own, without an address on the host (no route, no forwarding
-/// turned on), and host-local addresses kept in the fixture's directory.
-fn write_cni_config(conf_dir: &Path, bridge: &str, ipam_dir: &Path) {
-    std::fs::create_dir_all(conf_dir).unwrap();
-    let config = serde_json::json!({
-        "cniVersion": "0.4.0",
-        "name": bridge,
-        "plugins": [{
-            "type": "bridge",
-            "bridge": bridge,
-            "ipam": {
-                "type": "host-local",
-                "subnet": "198.18.0.0/24",
-                "dataDir": ipam_dir,
-            },
-        }],
-    });
-    std::fs::write(conf_dir.join("10-cri-e2e.conflist"), config.to_string()).unwrap();
-}
-
-pub fn cgroup_v2() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
-/// The roots of the cgroup hierarchies: the unified one (v2) or one per
-/// controller (v1).
-fn cgroup_roots() -> Vec<PathBuf> {
-    match cgroup_v2() {
-        true => vec![PathBuf::from("/sys/fs/cgroup")],
-        false => std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect(),
-    }
-}
-
-/// Removes the cgroup parent `/<name>` (kubelet's job for a pod's cgroup)
-/// in every hierarchy, deepest directories first.
-fn remove_cgroup_parent(name: &str) {
-    for root in cgroup_roots() {
-        let parent = root.join(name);
-        let mut dirs = vec![];
-        collect_dirs(&parent, &mut dirs);
-        for dir in dirs.iter().rev() {
-            // Killed processes may take a moment to leave their cgroup.
-            for _ in 0..20 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-/// `dir` and the directories below it, parents before children.
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    if !dir.is_dir() {
-        return;
-    }
-    out.push(dir.to_path_buf());
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_dirs(&entry.path(), out);
-        }
-    }
-}
-
 /// A tonic channel over containerd's unix socket.
 async fn connect(socket: PathBuf) -> Result<Channel, tonic::transport::Error> {
     // The URI is required but unused: the connector dials the socket.
@@ -612,138 +476,6 @@ impl Pod {
             ..Default::default()
         }
     }
-}
-
-/// The CRI log of container `name` of `pod`.
-pub fn container_log(pod: &Pod, name: &str) -> String {
-    let path = Path::new(&pod.config.log_directory).join(format!("{name}.log"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The content of the CRI log lines of `stream` ("stdout" or "stderr"),
-/// each checked to be `<RFC 3339 time> <stream> F <content>`.
-pub fn log_lines(log: &str, stream: &str) -> Vec<String> {
-    let mut lines = Vec::new();
-    for line in log.lines() {
-        let fields: Vec<&str> = line.splitn(4, ' ').collect();
-        assert!(
-            fields.len() == 4 && is_rfc3339(fields[0]) && fields[2] == "F",
-            "not a CRI log line: {line:?}"
-        );
-        if fields[1] == stream {
-            lines.push(fields[3].to_string());
-        }
-    }
-    lines
-}
-
-/// `2006-01-02T15:04:05.999999999Z07:00`, as CRI logs stamp lines.
-fn is_rfc3339(time: &str) -> bool {
-    let b = time.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
-    let zone = time.ends_with('Z')
-        || time
-            .get(time.len().saturating_sub(6)..)
-            .is_some_and(|z| z.as_bytes()[0] == b'+' || z.as_bytes()[0] == b'-');
-    digits(0..4)
-        && b.get(4) == Some(&b'-')
-        && digits(5..7)
-        && b.get(7) == Some(&b'-')
-        && digits(8..10)
-        && b.get(10) == Some(&b'T')
-        && digits(11..13)
-        && digits(14..16)
-        && digits(17..19)
-        && zone
-}
-
-/// What an Exec through the CRI's streaming server produced.
-#[derive(Debug, Default)]
-pub struct Streamed {
-    pub stdout: String,
-    pub stderr: String,
-    /// The v4 channel protocol's status: a Kubernetes `Status` object.
-    pub status: serde_json::Value,
-}
-
-/// Drives an Exec URL as `kubectl exec` does over WebSocket, with the
-/// `v4.channel.k8s.io` protocol: each binary message is a channel byte
-/// (1 stdout, 2 stderr, 3 the final status) and data. No stdin is sent.
-pub fn stream_exec(url: &str) -> Streamed {
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut socket = std::net::TcpStream::connect(host).unwrap();
-    socket.set_read_timeout(Some(CALL_LIMIT)).unwrap();
-    write!(
-        socket,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: Y3JpLWUyZS10ZXN0LWtleQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n"
-    )
-    .unwrap();
-    let mut reader = BufReader::new(socket);
-    let mut head = String::new();
-    while reader.read_line(&mut head).unwrap() > 2 && !head.ends_with("\r\n\r\n") {}
-    assert!(
-        head.starts_with("HTTP/1.1 101"),
-        "no websocket upgrade: {head}"
-    );
-    let mut out = Streamed::default();
-    while let Some((opcode, payload)) = read_frame(&mut reader) {
-        if opcode == 8 {
-            break;
-        }
-        let Some((channel, data)) = payload.split_first() else {
-            continue;
-        };
-        let data = String::from_utf8_lossy(data);
-        match channel {
-            1 => out.stdout += &data,
-            2 => out.stderr += &data,
-            3 if !data.is_empty() => out.status = serde_json::from_str(&data).unwrap(),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// One unfragmented WebSocket frame from the server (unmasked): its
-/// opcode and payload, or `None` at the end of the connection.
-fn read_frame(reader: &mut impl Read) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; 2];
-    reader.read_exact(&mut head).ok()?;
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut n = [0u8; 2];
-            reader.read_exact(&mut n).ok()?;
-            u16::from_be_bytes(n) as usize
-        }
-        127 => {
-            let mut n = [0u8; 8];
-            reader.read_exact(&mut n).ok()?;
-            u64::from_be_bytes(n) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).ok()?;
-    Some((head[0] & 0x0f, payload))
-}
-
-/// The exit code a v4 Exec status reports: 0 for Success, else the
-/// `ExitCode` cause of a NonZeroExitCode failure.
-pub fn streamed_exit_code(status: &serde_json::Value) -> Option<i32> {
-    if status["status"] == "Success" {
-        return Some(0);
-    }
-    status["details"]["causes"]
-        .as_array()?
-        .iter()
-        .find(|c| c["reason"] == "ExitCode")?["message"]
-        .as_str()?
-        .parse()
-        .ok()
 }
 
 /// The sum of the proportional set sizes of `pids`, in KiB.

@@ -1,0 +1,32 @@
+//! One process exec'd into a task, as the task table holds it: the
+//! service keeps them per task, the exec RPCs (`exec_rpcs`) act on them.
+
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use super::lifecycle::Status;
+use crate::stdio::StdinHold;
+
+/// One exec'd process of a task.
+pub(super) struct ExecEntry {
+    pub(super) status: watch::Sender<Status>,
+    /// The process spec, JSON as containerd sent it.
+    pub(super) spec: Vec<u8>,
+    pub(super) stdio: [String; 3],
+    pub(super) pid: Option<Pid>,
+    pub(super) stdin_hold: Option<StdinHold>,
+}
+
+impl ExecEntry {
+    pub(super) fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    /// The running process, to be killed when its task is deleted.
+    pub(super) fn running(&self) -> Option<(Pid, watch::Receiver<Status>)> {
+        (self.status() == Status::Running)
+            .then_some(self.pid)
+            .flatten()
+            .map(|pid| (pid, self.status.subscribe()))
+    }
+}
