@@ -192,14 +192,7 @@ fn bad_specs_are_refused_by_field() {
 #[test]
 fn an_unknown_syscall_in_a_seccomp_profile_is_skipped_as_runc_skips_it() {
     let Some(ctrd) = containerd() else { return };
-    let rootfs = ctrd.dir().join("seccomp-rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    std::fs::write(rootfs.join("probe"), test_images::PROBE_ELF).unwrap();
-    std::fs::set_permissions(
-        rootfs.join("probe"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let rootfs = ctrd.probe_rootfs("seccomp-rootfs");
     let profile = serde_json::json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["no_such_syscall_at_all", "kexec_load"], "action": "SCMP_ACT_ERRNO"}]

@@ -153,14 +153,7 @@ fn a_kernel_oom_kill_is_an_oom_event() {
 #[test]
 fn a_spec_without_a_cgroups_path_still_gets_a_cgroup() {
     let Some(ctrd) = containerd() else { return };
-    let rootfs = ctrd.dir().join("no-cgroups-path-rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    std::fs::write(rootfs.join("probe"), test_images::PROBE_ELF).unwrap();
-    std::fs::set_permissions(
-        rootfs.join("probe"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let rootfs = ctrd.probe_rootfs("no-cgroups-path-rootfs");
     for (runtime, id) in [
         (common::RUNTIME, "no-cgroups-path-ours"),
         ("io.containerd.runc.v2", "no-cgroups-path-runc"),

@@ -7,11 +7,13 @@
 pub mod cri;
 mod events;
 mod procs;
+mod run;
 mod versions;
 
 pub use events::Events;
 #[allow(unused_imports)]
 pub use procs::*;
+pub use run::Run;
 #[allow(unused_imports)]
 pub use versions::*;
 
@@ -369,6 +371,20 @@ impl Containerd {
         Run::from(self.ctr(&all))
     }
 
+    /// A rootfs directory `name` under the fixture's directory holding the
+    /// static probe at `/probe`, for specs run with [`Self::run_config`].
+    pub fn probe_rootfs(&self, name: &str) -> PathBuf {
+        let rootfs = self.dir().join(name);
+        std::fs::create_dir_all(&rootfs).unwrap();
+        std::fs::write(rootfs.join("probe"), test_images::PROBE_ELF).unwrap();
+        std::fs::set_permissions(
+            rootfs.join("probe"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        rootfs
+    }
+
     /// ctr's default spec for a container `id` whose root is the directory
     /// `rootfs`, running `args`, for `ctr run --config`.
     pub fn default_spec(&self, rootfs: &Path, id: &str, args: &[&str]) -> serde_json::Value {
@@ -576,23 +592,5 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The result of a finished `ctr` command.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(out: Output) -> Self {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
     }
 }
