@@ -21,11 +21,9 @@ fn assert_refused(ctrd: &Containerd, id: &str, args: &[&str], expected: &[&str])
             run.stderr
         );
     }
-    let log = ctrd.log();
-    let logged = log
-        .lines()
-        .any(|l| l.contains(id) && expected.iter().all(|t| l.contains(t)));
-    assert!(logged, "the shim log lacks {expected:?} for {id}");
+    ctrd.wait_log(&format!("{expected:?} for {id}"), |l| {
+        l.contains(id) && expected.iter().all(|t| l.contains(t))
+    });
     ctrd.assert_clean(id);
     let _ = ctrd.ctr(&["container", "delete", id]);
 }
@@ -89,7 +87,9 @@ fn terminal_is_refused() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("terminal: true is not supported"), "{text}");
-    assert!(ctrd.log().contains("terminal: true is not supported"));
+    ctrd.wait_log("the refused terminal", |l| {
+        l.contains("terminal: true is not supported")
+    });
     ctrd.assert_clean("tty-1");
 }
 
@@ -121,7 +121,7 @@ fn assert_spec_refused(
             "{id}: ctr's error lacks {text:?}: {}",
             run.stderr
         );
-        assert!(ctrd.log().contains(text), "{id}: the log lacks {text:?}");
+        ctrd.wait_log(&format!("{id}: {text:?}"), |l| l.contains(text));
     }
     ctrd.assert_clean(id);
     let _ = ctrd.ctr(&["container", "delete", id]);

@@ -28,9 +28,10 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
 
 /// The shim's cache log lines for task `id`.
 fn cache_lines(ctrd: &Containerd, id: &str) -> Vec<String> {
-    ctrd.log()
+    let prefix = format!("task {id}: compiled-code cache");
+    ctrd.wait_log(&prefix, |l| l.contains(&prefix))
         .lines()
-        .filter(|l| l.contains(&format!("task {id}: compiled-code cache")))
+        .filter(|l| l.contains(&prefix))
         .map(str::to_string)
         .collect()
 }
@@ -88,10 +89,8 @@ fn a_truncated_or_altered_entry_is_recompiled_not_run() {
         "recompiled: {lines:?}"
     );
     assert_eq!(std::fs::read(&entry).unwrap().len(), good.len());
-    assert!(
-        ctrd.log().contains(&entry.display().to_string()),
-        "the damage is logged by name"
-    );
+    let name = entry.display().to_string();
+    ctrd.wait_log("the damage logged by name", |l| l.contains(&name));
 
     // Altered: one byte of code flipped, same size.
     let mut altered = std::fs::read(&entry).unwrap();

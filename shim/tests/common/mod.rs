@@ -282,6 +282,23 @@ impl Containerd {
         std::fs::read_to_string(self.dir().join("containerd.log")).unwrap_or_default()
     }
 
+    /// Waits until containerd's log holds a line for which `wanted` is
+    /// true and returns the log. The shim's log reaches containerd's
+    /// through a fifo that containerd copies on its own time, so a line
+    /// may land after the ctr call whose failure wrote it has returned.
+    pub fn wait_log(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let mut log = String::new();
+        wait_for(
+            &format!("{what} in containerd's log"),
+            Duration::from_secs(30),
+            || {
+                log = self.log();
+                log.lines().any(&wanted)
+            },
+        );
+        log
+    }
+
     pub fn ctr_command(&self, args: &[&str]) -> Command {
         self.ctr_command_in(NAMESPACE, args)
     }
