@@ -11,7 +11,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::cri::api::{ContainerConfig, ContainerState, NamespaceMode};
+use common::cri::api::security_profile::ProfileType;
+use common::cri::api::{ContainerConfig, ContainerState, NamespaceMode, SecurityProfile};
 use common::cri::{Cri, Pod, container_log, cri};
 use common::{children_of, shim_pids, wait_for};
 use sha2::{Digest, Sha256};
@@ -193,11 +194,55 @@ fn a_root_sidecar_cannot_write_the_cache_the_binary_or_reach_the_host() {
     );
     assert!(!report.contains("HOST-ONLY-CONTENT"), "{report}");
 
-    // ptrace and pidfd_getfd of every descriptor, from a static program:
-    // none may reach a process of ours (the sidecar may reach its own
-    // container's, and pause, as under runc).
+    // ptrace and pidfd_getfd, from the unconfined sidecar and from one
+    // under containerd's RuntimeDefault seccomp profile (which refuses
+    // pidfd_getfd without CAP_SYS_PTRACE but allows ptrace).
+    assert_reaches_none_of_ours(&cri, &sidecar);
+    let mut confined = busybox(
+        &attacked,
+        "confined",
+        "exec /bin/busybox sleep 1000",
+        &marker,
+    );
+    let context = confined.linux.as_mut().unwrap();
+    let context = context.security_context.as_mut().unwrap();
+    context.seccomp = Some(SecurityProfile {
+        profile_type: ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let confined = run_running(&cri, &attacked, confined);
+    let status = sh(&cri, &confined, "grep Seccomp: /proc/self/status");
+    assert_eq!(
+        status.split_whitespace().nth(1),
+        Some("2"),
+        "not under a filter: {status}"
+    );
+    assert_reaches_none_of_ours(&cri, &confined);
+
+    assert_eq!(
+        entry_digests(&cache_dir(&cri)),
+        digests,
+        "the cache entries changed"
+    );
+    let exited = cri.wait_state(&bystander, ContainerState::ContainerExited);
+    assert_eq!(exited.exit_code, 0, "{}", container_log(&other, "wasm"));
+    assert!(container_log(&other, "wasm").contains("awake"));
+
+    assert_read_only(&exe, "while the child runs");
+    let _ = wasm;
+    cri.remove_pod(&attacked);
+    cri.remove_pod(&other);
+    assert_read_only(&exe, "after the pod ended");
+    cri.assert_clean();
+}
+
+/// Runs the static attack program in `sidecar`: ptrace and pidfd_getfd
+/// of every descriptor of every process it sees. None may reach a
+/// process of ours; the sidecar may reach its own container's, and
+/// pause, as under runc (the control that the attack works at all).
+fn assert_reaches_none_of_ours(cri: &Cri, sidecar: &str) {
     let attack = cri
-        .exec_sync(&sidecar, &["/bin/attack"])
+        .exec_sync(sidecar, &["/bin/attack"])
         .unwrap_or_else(|e| panic!("ExecSync: {e:?}\n{}", cri.log_tail()));
     assert_eq!(attack.exit_code, 0, "{attack:?}");
     let attack = String::from_utf8_lossy(&attack.stdout).into_owned();
@@ -239,22 +284,6 @@ fn a_root_sidecar_cannot_write_the_cache_the_binary_or_reach_the_host() {
         reached.is_empty(),
         "a process of ours was reached: {reached:#?}\n{attack}"
     );
-
-    assert_eq!(
-        entry_digests(&cache_dir(&cri)),
-        digests,
-        "the cache entries changed"
-    );
-    let exited = cri.wait_state(&bystander, ContainerState::ContainerExited);
-    assert_eq!(exited.exit_code, 0, "{}", container_log(&other, "wasm"));
-    assert!(container_log(&other, "wasm").contains("awake"));
-
-    assert_read_only(&exe, "while the child runs");
-    let _ = wasm;
-    cri.remove_pod(&attacked);
-    cri.remove_pod(&other);
-    assert_read_only(&exe, "after the pod ended");
-    cri.assert_clean();
 }
 
 /// The file behind `exe` is reached through a read-only mount: no reopen
@@ -338,7 +367,10 @@ fn freeze(cri: &Cri, id: &str, frozen: bool) {
 
 /// An exec helper that never gets ready (frozen as it joins the
 /// container's cgroup) stalls only its own exec: the pod's other
-/// containers are created, started, asked for and stopped meanwhile.
+/// containers are created, started, asked for and stopped meanwhile,
+/// each call answered within a second. A lock held across the exec
+/// would hold every try back; a loaded machine may slow one try, so
+/// each call gets three and one must be quick.
 #[test]
 fn a_stalled_exec_helper_does_not_stall_the_other_containers() {
     let Some(cri) = cri() else { return };
@@ -350,7 +382,19 @@ fn a_stalled_exec_helper_does_not_stall_the_other_containers() {
         &pod,
         busybox(&pod, "sidecar", "exec /bin/busybox sleep 1000", &marker),
     );
-    let wasm = run_running(&cri, &pod, pod.container("wasm", "sleep", &[]));
+    // The module's code is compiled before the stall: the calls below
+    // measure the shim's answers, not a compile.
+    let warm = cri.run(&pod, pod.container("warm", "hello", &[]));
+    cri.wait_state(&warm, ContainerState::ContainerExited);
+    let sleepers: Vec<String> = (0..3)
+        .map(|n| {
+            run_running(
+                &cri,
+                &pod,
+                pod.container(&format!("wasm-{n}"), "sleep", &[]),
+            )
+        })
+        .collect();
     freeze(&cri, &sidecar, true);
     std::thread::scope(|s| {
         let exec = s.spawn(|| cri.exec_sync(&sidecar, &["/bin/busybox", "echo", "late"]));
@@ -360,31 +404,37 @@ fn a_stalled_exec_helper_does_not_stall_the_other_containers() {
             Duration::from_secs(30),
             || procs(&dir).len() > 1,
         );
-        let within = |what: &str, limit: Duration, call: &dyn Fn()| {
-            let started = std::time::Instant::now();
-            call();
-            let took = started.elapsed();
-            assert!(
-                took < limit,
-                "{what} took {took:?} while an exec helper was stalled"
-            );
-        };
-        let limit = Duration::from_secs(5);
-        within("a Wasm container's Create and Start", limit, &|| {
-            let id = cri.run(&pod, pod.container("hello", "hello", &[]));
-            cri.wait_state(&id, ContainerState::ContainerExited);
+        let mut hellos = Vec::new();
+        quick("a Wasm container's Create and Start", &mut |n| {
+            hellos.push(cri.run(&pod, pod.container(&format!("hello-{n}"), "hello", &[])));
         });
-        within("ContainerStatus", limit, &|| {
-            assert_eq!(
-                cri.status(&wasm).state,
-                ContainerState::ContainerRunning as i32
-            );
+        quick("ContainerStatus", &mut |n| {
+            let state = cri.status(&sleepers[n]).state;
+            assert_eq!(state, ContainerState::ContainerRunning as i32);
         });
-        within("StopContainer", limit, &|| cri.stop(&wasm, 10));
+        quick("StopContainer", &mut |n| cri.stop(&sleepers[n], 10));
         freeze(&cri, &sidecar, false);
         let out = exec.join().unwrap().expect("the exec, once thawed");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "late");
+        for id in &hellos {
+            let exited = cri.wait_state(id, ContainerState::ContainerExited);
+            assert_eq!(exited.exit_code, 0);
+        }
     });
     cri.remove_pod(&pod);
     cri.assert_clean();
+}
+
+/// Makes `call(n)` for n = 0, 1, 2 until one returns within a second.
+fn quick(what: &str, call: &mut dyn FnMut(usize)) {
+    let mut took = Vec::new();
+    for n in 0..3 {
+        let started = std::time::Instant::now();
+        call(n);
+        took.push(started.elapsed());
+        if took[n] < Duration::from_secs(1) {
+            return;
+        }
+    }
+    panic!("{what} took {took:?} while an exec helper was stalled");
 }
