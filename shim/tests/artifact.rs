@@ -1,5 +1,5 @@
 //! End-to-end tests of images whose Wasm module is a layer of its own, which
-//! the shim reads from containerd's content store (`shim/src/artifact.rs`):
+//! the shim reads from containerd's content store (`shim/src/artifact/`):
 //!
 //! - the CNCF Wasm OCI artifacts `hello-artifact` (`application/wasm`
 //!   layer) and `exit-artifact` (the older bytecodealliance layer type):
@@ -208,6 +208,98 @@ fn cncf_artifacts_run_through_the_cri() {
         (42, "Error"),
         "{status:?}"
     );
+    cri.remove_pod(&pod);
+    cri.assert_clean();
+}
+
+/// `ctr images tag --force <from> <to>` in the CRI's namespace: the name
+/// `to` now names `from`'s content.
+fn retag(cri: &Cri, from: &str, to: &str) {
+    let args = ["images", "tag", "--force", from, to];
+    let out = cri.ctrd().ctr_in(common::cri::K8S_NAMESPACE, &args);
+    assert!(out.status.success(), "tag {from} {to}: {}", stderr(&out));
+}
+
+/// The CRI's image ID of test image `name`, once it has one.
+fn cri_image_id(cri: &Cri, name: &str) -> Option<String> {
+    let req = api::ImageStatusRequest {
+        image: Some(common::cri::image_spec(name)),
+        verbose: false,
+    };
+    let status = cri.call(cri.images().image_status(req)).ok()?;
+    status.image.map(|i| i.id)
+}
+
+fn start(cri: &Cri, id: &str) -> Result<(), tonic::Status> {
+    let req = api::StartContainerRequest {
+        container_id: id.into(),
+    };
+    cri.call(cri.runtime().start_container(req)).map(|_| ())
+}
+
+/// A container runs the image it was created from, by its digest, not
+/// whatever its image's name names when it starts: a retag between
+/// CreateContainer and StartContainer does not change its module, and
+/// when no image holds the old content any more Start fails saying so.
+#[test]
+fn a_retagged_image_does_not_change_a_created_container() {
+    let Some(cri) = cri() else { return };
+    cri_import(&cri, "hello-artifact");
+    cri_import(&cri, "exit-artifact");
+    let (hello, exit) = (
+        common::image("hello-artifact"),
+        common::image("exit-artifact"),
+    );
+    // The old content stays under a second name, as a pull keeps an
+    // image under its repo digest and ID.
+    let kept = format!("{hello}-kept");
+    retag(&cri, &hello, &kept);
+    let pod = cri.new_pod("retag", NamespaceMode::Node);
+
+    let before = with_command(
+        pod.container("before", "hello-artifact", &[]),
+        &["/hello.wasm"],
+    );
+    let before = cri.create(&pod, before);
+    retag(&cri, &exit, &hello);
+    start(&cri, &before).unwrap_or_else(|e| panic!("{e:?}\n{}", cri.log_tail()));
+    let status = cri.wait_state(&before, ContainerState::ContainerExited);
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let log = container_log(&pod, "before");
+    assert_eq!(log_lines(&log, "stdout"), ["hello from wasm"], "{log}");
+    let logged = cri
+        .ctrd()
+        .wait_log("the retag", |l| l.contains("was retagged"));
+    assert!(logged.contains(&kept), "the image run is named");
+
+    // Made from what the name names now (the exit module), then the name
+    // and every other name of that content move away.
+    let exit_id = cri_image_id(&cri, "exit-artifact");
+    common::wait_for(
+        "the CRI to see the retag",
+        std::time::Duration::from_secs(10),
+        || cri_image_id(&cri, "hello-artifact") == exit_id,
+    );
+    let after = with_command(
+        pod.container("after", "hello-artifact", &["7"]),
+        &["exit.wasm"],
+    );
+    let after = cri.create(&pod, after);
+    retag(&cri, &kept, &hello);
+    // The CRI keeps an image under its ID too: that name goes as well.
+    let exit_id = exit_id.expect("the CRI's ID of the exit image");
+    let rm = ["images", "rm", &exit, &exit_id];
+    let out = cri.ctrd().ctr_in(common::cri::K8S_NAMESPACE, &rm);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = start(&cri, &after).expect_err("a start from content no image holds");
+    assert!(
+        err.message()
+            .contains("no longer names the image the container was created from"),
+        "{err:?}"
+    );
+    cri.ctrd().wait_log("the refusal", |l| {
+        l.contains(&after) && l.contains("no longer names the image")
+    });
     cri.remove_pod(&pod);
     cri.assert_clean();
 }

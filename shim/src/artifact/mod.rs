@@ -7,8 +7,11 @@
 //! image is one) → Content.Read of the layer into a sealed memfd, its sha256 checked on the way.
 //!
 //! That is three RPCs for a container of an ordinary image (Containers.Get, Images.Get, the
-//! manifest) and one more for the layer; nothing is cached, so an image replaced under the same
-//! name is read afresh.
+//! manifest) and one more for the layer; nothing is cached. A container the CRI made is held to
+//! the image it was made from, by its config digest, even when the name now names another
+//! (`pin.rs`).
+
+mod pin;
 
 use std::fs::File;
 use std::io::{Seek, Write};
@@ -19,7 +22,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::images_client::ImagesClient;
-use containerd_client::services::v1::{GetContainerRequest, GetImageRequest, ReadContentRequest};
+use containerd_client::services::v1::{
+    GetContainerRequest, GetImageRequest, InfoRequest, ReadContentRequest,
+};
 use containerd_client::tonic::metadata::AsciiMetadataValue;
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
@@ -121,13 +126,13 @@ async fn lookup_unbounded(
             });
         }
     };
-    let image = container.map(|c| c.image).unwrap_or_default();
-    if image.is_empty() {
+    let Some(container) = container.filter(|c| !c.image.is_empty()) else {
         return Ok(None);
-    }
-    api.artifact_of(&image)
+    };
+    let pin = pin::cri_image_config(&container);
+    api.artifact_of(&container.image, pin.as_deref())
         .await
-        .with_context(|| format!("image {image} of container {container_id}"))
+        .with_context(|| format!("image {} of container {container_id}", container.image))
 }
 
 /// A connection to containerd's API in one namespace.
@@ -146,7 +151,9 @@ impl Api {
         request
     }
 
-    async fn artifact_of(&self, image: &str) -> Result<Option<Artifact>> {
+    /// The Wasm layer of image `image`, or of the image with config digest `pin` when the
+    /// name no longer names that one.
+    async fn artifact_of(&self, image: &str, pin: Option<&str>) -> Result<Option<Artifact>> {
         let request = GetImageRequest {
             name: image.to_owned(),
         };
@@ -154,24 +161,26 @@ impl Api {
             .get(self.request(request))
             .await;
         let target = match reply {
-            Ok(reply) => reply.into_inner().image.and_then(|image| image.target),
+            Ok(reply) => {
+                let target = reply.into_inner().image.and_then(|image| image.target);
+                let target = target.ok_or_else(|| anyhow!("containerd lists no target for it"))?;
+                Some(descriptor(target))
+            }
+            Err(status) if status.code() == Code::NotFound => None,
+            Err(status) => return Err(rpc_error(status)).context("failed to get the image"),
+        };
+        let mut descriptor = match (pin, target) {
+            (Some(config), target) => self.pinned(image, target, config).await?,
+            (None, Some(target)) => target,
             // Removed since the container was made from it: whatever the image was, its
             // rootfs is in the container's snapshot, and a Wasm layer is gone with it.
-            Err(status) if status.code() == Code::NotFound => {
+            (None, None) => {
                 log::warn!(
                     "image {image} is no longer in containerd; running the container from its \
                      rootfs"
                 );
                 return Ok(None);
             }
-            Err(status) => return Err(rpc_error(status)).context("failed to get the image"),
-        };
-        let target = target.ok_or_else(|| anyhow!("containerd lists no target for it"))?;
-        let mut descriptor = Descriptor {
-            media_type: target.media_type,
-            digest: target.digest,
-            size: u64::try_from(target.size).unwrap_or(u64::MAX),
-            platform: None,
         };
         for _ in 0..MAX_INDEX_DEPTH {
             if is_index(&descriptor.media_type) {
@@ -203,6 +212,21 @@ impl Api {
             }
         }
         bail!("its indexes nest more than {MAX_INDEX_DEPTH} deep")
+    }
+
+    /// Whether the content store holds blob `descriptor`.
+    async fn has_content(&self, descriptor: &Descriptor) -> Result<bool> {
+        let request = InfoRequest {
+            digest: descriptor.digest.clone(),
+        };
+        match ContentClient::new(self.channel.clone())
+            .info(self.request(request))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(content_error(status, descriptor)),
+        }
     }
 
     /// Reads a manifest or index, checking its size and digest.
@@ -334,6 +358,16 @@ fn seal(mut file: File) -> Result<OwnedFd> {
         .context("failed to rewind the memfd of the Wasm layer")?;
     executor::readonly::seal(&file, "the Wasm layer").map_err(|e| anyhow!(e.chain()))?;
     Ok(OwnedFd::from(file))
+}
+
+/// An image's target as the descriptor the image parsers take.
+fn descriptor(target: containerd_client::types::Descriptor) -> Descriptor {
+    Descriptor {
+        media_type: target.media_type,
+        digest: target.digest,
+        size: u64::try_from(target.size).unwrap_or(u64::MAX),
+        platform: None,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
