@@ -52,7 +52,7 @@ impl Identity {
 pub fn main(args: &[String]) -> ! {
     // Before any thread exists, so every thread inherits the mask.
     if let Err(e) = signals::block() {
-        eprintln!("block termination signals: {e}");
+        crate::diagnose!("block termination signals: {e}");
         std::process::exit(FAILURE);
     }
     // SAFETY: the shim hands the child these two descriptors (protocol.rs)
@@ -87,13 +87,13 @@ pub fn main(args: &[String]) -> ! {
     }
     let (identity, ready) = ready;
     if let Err(e) = identity.run_hooks("startContainer", "created") {
-        eprintln!("{}", e.chain());
+        crate::diagnose!("{}", e.chain());
         std::process::exit(FAILURE);
     }
     match ready {
         Ready::Native(program) => {
             let error = crate::native::exec(&program);
-            eprintln!("{}", error.chain());
+            crate::diagnose!("{}", error.chain());
             std::process::exit(EXEC_FAILED)
         }
         Ready::Wasm(ready) => {
@@ -107,7 +107,7 @@ pub fn main(args: &[String]) -> ! {
             let threads = crate::wasm::engine::cpus(config.cpu_limit);
             let result = run(prepared, &guest, threads, &signals::received);
             if let Some(message) = result.message {
-                eprintln!("{message}");
+                crate::diagnose!("{message}");
             }
             std::process::exit(result.status)
         }

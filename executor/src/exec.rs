@@ -52,7 +52,7 @@ pub fn main(args: &[String]) -> ! {
         std::process::exit(FAILURE);
     }
     let error = native::exec(&program);
-    eprintln!("{}", error.chain());
+    crate::diagnose!("{}", error.chain());
     std::process::exit(EXEC_FAILED)
 }
 

@@ -9,6 +9,17 @@
 //! native program, tells the shim it is ready, waits for Start and then
 //! runs the module and exits with its status, or execve's the program.
 
+/// `eprintln!` that never panics: a process's stderr may be a fifo whose
+/// reader went away or a file on a full disk, and a diagnostic that cannot
+/// be written must not turn into a panic (and a wrong exit status).
+#[macro_export]
+macro_rules! diagnose {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod cache;
 #[cfg(feature = "runtime")]
 pub mod child;

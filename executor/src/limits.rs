@@ -78,11 +78,11 @@ impl ResourceLimiter for GuestLimits {
             // Once: a guest that retries must not flood its stderr.
             self.told = true;
             match self.per_request {
-                Some(bytes) if bytes == allowed => eprintln!(
+                Some(bytes) if bytes == allowed => crate::diagnose!(
                     "wasmtime shim: memory.grow from {current} to {desired} bytes refused: a request may use {bytes} bytes of linear memory ({})",
                     crate::wasm::http_limits::REQUEST_MEMORY_VAR
                 ),
-                _ => eprintln!(
+                _ => crate::diagnose!(
                     "wasmtime shim: memory.grow from {current} to {desired} bytes refused: the container's memory limit of {} bytes leaves {allowed} bytes for the guest's linear memory",
                     self.container_limit
                 ),

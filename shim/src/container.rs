@@ -45,7 +45,7 @@ pub struct Created {
     pub control: File,
     /// What the child runs at Start.
     pub workload: Workload,
-    pub stdin_hold: Option<crate::stdio::StdinHold>,
+    pub stdio_hold: Option<crate::stdio::StdioHold>,
     pub resources: Resources,
     pub exit: oneshot::Receiver<i32>,
 }
@@ -93,11 +93,11 @@ pub async fn create(
     let module = Module { cache, artifact };
     let result = create_with(req, exe, reaper, &spec, flags, module, &mut resources).await;
     match result {
-        Ok((pid, (control, workload), stdin_hold, exit)) => Ok(Created {
+        Ok((pid, (control, workload), stdio_hold, exit)) => Ok(Created {
             pid,
             control,
             workload,
-            stdin_hold,
+            stdio_hold,
             resources,
             exit,
         }),
@@ -126,7 +126,7 @@ async fn create_with(
     (
         Pid,
         (File, Workload),
-        Option<crate::stdio::StdinHold>,
+        Option<crate::stdio::StdioHold>,
         oneshot::Receiver<i32>,
     ),
     Fail,
@@ -135,9 +135,8 @@ async fn create_with(
     mount_rootfs(req, resources).await?;
     let crate::stdio::Opened {
         fds: stdio,
-        stdin_hold,
+        hold: stdio_hold,
     } = crate::stdio::open(&req.stdin, &req.stdout, &req.stderr)
-        .await
         .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
     create_cgroup(spec, id, resources)?;
     let (cache_socket, child_socket) = UnixStream::pair()
@@ -192,8 +191,8 @@ async fn create_with(
     match (ready, forked) {
         // The child exits by itself once its fork is adopted: the fork is
         // the container's process.
-        (Ok(ready), Some(fork)) => Ok((fork.pid, ready, stdin_hold, fork.exit)),
-        (Ok(ready), None) => Ok((pid, ready, stdin_hold, exit)),
+        (Ok(ready), Some(fork)) => Ok((fork.pid, ready, stdio_hold, fork.exit)),
+        (Ok(ready), None) => Ok((pid, ready, stdio_hold, exit)),
         (Err(fail), fork) => {
             // The child is ours and not started: kill it and wait for the
             // reaper, so that the cgroup can be removed.

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::cgroup::Cgroup;
 use crate::errors::Fail;
 use crate::reaper::Reaper;
-use crate::stdio::StdinHold;
+use crate::stdio::StdioHold;
 
 /// The largest process spec an exec may carry: it travels as an argument.
 const MAX_PROCESS_SPEC: usize = 64 << 10;
@@ -34,7 +34,7 @@ pub struct Target<'a> {
 pub struct Running {
     pub pid: Pid,
     pub exit: oneshot::Receiver<i32>,
-    pub stdin_hold: Option<StdinHold>,
+    pub stdio_hold: Option<StdioHold>,
 }
 
 /// Checks an Exec request's process spec (JSON) before it is recorded.
@@ -65,10 +65,11 @@ pub async fn start(
     let gone = || Fail::precondition(format!("{what}: task {} is not running", target.id));
     let started = executor::process_start_time(target.init.as_raw()).ok_or_else(gone)?;
     let spec = std::str::from_utf8(spec).map_err(|_| Fail::invalid(format!("{what}: spec")))?;
-    let crate::stdio::Opened { fds, stdin_hold } =
-        crate::stdio::open(&stdio[0], &stdio[1], &stdio[2])
-            .await
-            .map_err(|e| Fail::invalid(format!("{what}: {e:#}")))?;
+    let crate::stdio::Opened {
+        fds,
+        hold: stdio_hold,
+    } = crate::stdio::open(&stdio[0], &stdio[1], &stdio[2])
+        .map_err(|e| Fail::invalid(format!("{what}: {e:#}")))?;
     let (init, started) = (target.init.to_string(), started.to_string());
     let bundle = target.bundle.to_string_lossy();
     let args = [EXEC_SUBCOMMAND, target.id, &bundle, &init, &started, spec];
@@ -117,7 +118,7 @@ pub async fn start(
         Ok((pid, exit)) => Ok(Running {
             pid,
             exit,
-            stdin_hold,
+            stdio_hold,
         }),
         Err(fail) => {
             if let Some(pid) = forked {

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     // container's PID namespace, and neither it nor the shim it was
     // cloned from may be inspected or ptraced from there (readonly.rs).
     if let Err(e) = executor::readonly::make_non_dumpable() {
-        eprintln!("{RUNTIME}: {e}");
+        executor::diagnose!("{RUNTIME}: {e}");
         return ExitCode::from(2);
     }
     let args: Vec<String> = std::env::args().collect();
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(flags) => flags,
         Err(e) => {
-            eprintln!("{RUNTIME}: {e}");
+            executor::diagnose!("{RUNTIME}: {e}");
             return ExitCode::from(2);
         }
     };
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
-            eprintln!("{RUNTIME}: {e:#}");
+            executor::diagnose!("{RUNTIME}: {e:#}");
             ExitCode::FAILURE
         }
     }

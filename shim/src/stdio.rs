@@ -1,22 +1,24 @@
 //! Opening a task's stdio as containerd passes it: fifo paths (what ctr
 //! and CRI use), `file://` URIs, or nothing (/dev/null).
+//!
+//! The shim holds ends of the fifos itself for the process's life, as
+//! containerd's runc shim does: a read end of each output fifo, so that a
+//! client that goes away (`ctr run -d` exits at once) never makes the
+//! process's writes fail with EPIPE (output without a reader waits in the
+//! fifo's buffer, and a write blocks once it is full, as under runc), and
+//! a write end of a stdin fifo (see [`StdinHold`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::pipe2;
-
-/// How long the other end of a fifo has to appear. ctr and CRI open their
-/// ends before they call Create, so this is only hit by a broken client.
-const FIFO_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -48,10 +50,25 @@ fn parse(uri: &str) -> anyhow::Result<Target> {
     Ok(Target::Path(PathBuf::from(uri)))
 }
 
-/// The child's stdio, and the shim's own writer of a stdin fifo.
+/// The child's stdio, and the shim's own ends of its fifos.
 pub struct Opened {
     pub fds: [OwnedFd; 3],
-    pub stdin_hold: Option<StdinHold>,
+    pub hold: Option<StdioHold>,
+}
+
+/// The shim's own ends of a process's stdio fifos, kept until it exits.
+pub struct StdioHold {
+    stdin: Option<StdinHold>,
+    /// Read ends of the output fifos, never read.
+    _outputs: Vec<File>,
+}
+
+impl StdioHold {
+    /// Lets go of the stdin fifo's writer (CloseIO): the process reads
+    /// end-of-file once the client's end is closed too.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
 }
 
 /// The shim's own writer of a stdin fifo. Without it the child would read
@@ -59,7 +76,7 @@ pub struct Opened {
 /// instance before the client has opened its end at all. It is let go
 /// when a client's writer closes (the client's input has ended), on
 /// CloseIO, or when the hold is dropped with the task.
-pub struct StdinHold {
+struct StdinHold {
     /// Shared with the watching thread, which may take it first.
     _writer: Arc<Mutex<Option<File>>>,
     /// Closing it (by dropping the hold) ends the watching thread.
@@ -115,17 +132,26 @@ fn hold(inotify: Inotify, writer: File) -> anyhow::Result<StdinHold> {
     })
 }
 
-/// Opens stdin, stdout and stderr for the child.
-pub async fn open(stdin: &str, stdout: &str, stderr: &str) -> anyhow::Result<Opened> {
-    let (stdin, stdin_hold) = match open_stdin(stdin)? {
+/// Opens stdin, stdout and stderr for the child. None of it waits for the
+/// client: the shim's own ends make every open complete at once.
+pub fn open(stdin: &str, stdout: &str, stderr: &str) -> anyhow::Result<Opened> {
+    let stdin = match open_stdin(stdin)? {
         (fd, Some((inotify, writer))) => (fd, Some(hold(inotify, writer)?)),
         (fd, None) => (fd, None),
     };
-    let stdout = open_one(stdout, Direction::Out).await?;
-    let stderr = open_one(stderr, Direction::Out).await?;
+    let mut outputs = Vec::new();
+    let stdout = open_output(stdout, &mut outputs)?;
+    let stderr = open_output(stderr, &mut outputs)?;
+    let hold = match (stdin.1, outputs.is_empty()) {
+        (None, true) => None,
+        (stdin, _) => Some(StdioHold {
+            stdin,
+            _outputs: outputs,
+        }),
+    };
     Ok(Opened {
-        fds: [stdin, stdout, stderr],
-        stdin_hold,
+        fds: [stdin.0, stdout, stderr],
+        hold,
     })
 }
 
@@ -173,30 +199,25 @@ fn is_fifo(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-async fn open_one(uri: &str, direction: Direction) -> anyhow::Result<OwnedFd> {
+/// Opens an output for the child to write. A fifo's read end is opened
+/// first, without blocking, and pushed to `holds`; the write end's open
+/// then completes at once, whether or not the client has opened its end.
+fn open_output(uri: &str, holds: &mut Vec<File>) -> anyhow::Result<OwnedFd> {
     let path = match parse(uri)? {
         Target::Null => return open_null(),
         Target::Path(path) => path,
     };
     if !is_fifo(&path) {
-        return open_file(&path, direction).map(Into::into);
+        return open_file(&path, Direction::Out).map(Into::into);
     }
-    // Opening a fifo blocks until the other end is open; do it off the
-    // runtime and give up, unblocking the thread, if the client never comes.
-    let task = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || open_file(&path, direction)
-    });
-    match tokio::time::timeout(FIFO_TIMEOUT, task).await {
-        Ok(joined) => Ok(joined.context("fifo open task")??.into()),
-        Err(_) => {
-            unblock(&path);
-            bail!(
-                "stdio fifo {}: nobody opened the other end within {FIFO_TIMEOUT:?}",
-                path.display()
-            )
-        }
-    }
+    let reader = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .with_context(|| format!("open stdio fifo {} for reading", path.display()))?;
+    let writer = open_file(&path, Direction::Out)?;
+    holds.push(reader);
+    Ok(writer.into())
 }
 
 fn open_file(path: &Path, direction: Direction) -> anyhow::Result<File> {
@@ -210,18 +231,10 @@ fn open_file(path: &Path, direction: Direction) -> anyhow::Result<File> {
         .with_context(|| format!("open stdio {}", path.display()))
 }
 
-/// Opens and closes the read end of a fifo without blocking, which lets
-/// a thread stuck opening its write end return.
-fn unblock(path: &Path) {
-    let _ = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn parses_uris() {
@@ -248,20 +261,27 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn opens_fifo_when_the_peer_comes() {
+    /// The output opens before any client has opened the fifo, what is
+    /// written waits for the client, and a write after the client went
+    /// away neither fails nor raises SIGPIPE while the hold lasts.
+    #[test]
+    fn an_output_fifo_outlives_its_client() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("out");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let reader = std::thread::spawn({
-            let fifo = fifo.clone();
-            move || std::fs::read_to_string(fifo).unwrap()
-        });
-        let fd = open_one(fifo.to_str().unwrap(), Direction::Out)
-            .await
-            .unwrap();
-        std::io::Write::write_all(&mut File::from(fd), b"hi").unwrap();
-        assert_eq!(reader.join().unwrap(), "hi");
+        let mut holds = Vec::new();
+        let mut out = File::from(open_output(fifo.to_str().unwrap(), &mut holds).unwrap());
+        assert_eq!(holds.len(), 1);
+        std::io::Write::write_all(&mut out, b"early\n").unwrap();
+        let client = File::open(&fifo).unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&client), &mut line).unwrap();
+        assert_eq!(line, "early\n");
+        drop(client);
+        std::io::Write::write_all(&mut out, b"late\n").unwrap();
+        drop(holds);
+        let err = std::io::Write::write_all(&mut out, b"gone\n").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPIPE), "the control");
     }
 
     #[test]
@@ -285,7 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("in");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let opened = open(fifo.to_str().unwrap(), "", "").await.unwrap();
+        let opened = open(fifo.to_str().unwrap(), "", "").unwrap();
         let mut client = OpenOptions::new().write(true).open(&fifo).unwrap();
         std::io::Write::write_all(&mut client, b"abc").unwrap();
         drop(client);
@@ -302,7 +322,7 @@ mod tests {
         });
         let got = tokio::time::timeout(Duration::from_secs(10), got).await;
         // Letting go unblocks the reader when the test is about to fail.
-        drop(opened.stdin_hold);
+        drop(opened.hold);
         Some(got.ok()?.unwrap().unwrap())
     }
 
@@ -322,20 +342,20 @@ mod tests {
                     std::io::Write::write_all(&mut client, b"abc").unwrap();
                 }
             });
-            let opened = open(fifo.to_str().unwrap(), "", "").await.unwrap();
+            let opened = open(fifo.to_str().unwrap(), "", "").unwrap();
             client.join().unwrap();
             let got = read_stdin(opened).await;
             assert_eq!(got.as_deref(), Some("abc"), "round {round}");
         }
     }
 
-    #[tokio::test]
-    async fn file_uri_appends() {
+    #[test]
+    fn file_uri_appends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         let uri = format!("file://{}", path.display());
         for _ in 0..2 {
-            let fd = open_one(&uri, Direction::Out).await.unwrap();
+            let fd = open_output(&uri, &mut Vec::new()).unwrap();
             std::io::Write::write_all(&mut File::from(fd), b"x").unwrap();
         }
         assert_eq!(std::fs::read_to_string(path).unwrap(), "xx");

@@ -121,6 +121,27 @@ mod programs {
         ctrd.assert_clean("py-sleep");
     }
 
+    /// `ctr run -d` ends as soon as the task has started, and with it the
+    /// only client reading the stdio fifos. The component writes to both
+    /// after that; it runs to its own end and its own exit status, as
+    /// under runc (the shim holds the fifos' read ends).
+    #[test]
+    fn a_detached_component_writes_after_its_client_is_gone() {
+        let Some(ctrd) = ready() else { return };
+        let id = "py-detached";
+        let image = common::image("python-cli");
+        let args = ["/python-cli.wasm", "late", "2"];
+        let mut run = vec!["run", "-d", "--runtime", common::RUNTIME, &image, id];
+        run.extend_from_slice(&args);
+        let out = ctrd.ctr(&run);
+        assert!(out.status.success(), "{out:?}");
+        ctrd.wait_status_within(id, "STOPPED", Duration::from_secs(60));
+        let deleted = ctrd.ctr(&["task", "delete", id]);
+        assert_eq!(deleted.status.code(), Some(0), "{deleted:?}");
+        assert!(ctrd.ctr(&["container", "delete", id]).status.success());
+        ctrd.assert_clean(id);
+    }
+
     #[test]
     fn a_c_program_built_by_zig_runs() {
         let Some(ctrd) = ready() else { return };

@@ -147,7 +147,7 @@ pub fn serve(prepared: Prepared, guest: &GuestEnv, threads: usize) -> i32 {
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("Error: start the HTTP server's runtime: {e}");
+            crate::diagnose!("Error: start the HTTP server's runtime: {e}");
             return crate::exit::FAILURE;
         }
     };
@@ -160,7 +160,7 @@ pub fn serve(prepared: Prepared, guest: &GuestEnv, threads: usize) -> i32 {
         http,
     });
     if let Err(e) = tick_epochs(server.pre.engine().clone()) {
-        eprintln!("Error: start the HTTP server's epoch thread: {e}");
+        crate::diagnose!("Error: start the HTTP server's epoch thread: {e}");
         return crate::exit::FAILURE;
     }
     runtime.block_on(accept_until_drained(server, prepared.listener, drain_rx))
@@ -188,7 +188,7 @@ async fn accept_until_drained(
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("Error: serve the HTTP listener: {e}");
+            crate::diagnose!("Error: serve the HTTP listener: {e}");
             return crate::exit::FAILURE;
         }
     };
@@ -224,7 +224,7 @@ async fn accept_until_drained(
                 // the server goes on with the next one, after a pause that
                 // keeps a lasting error from spinning and filling the log.
                 Err(e) => {
-                    eprintln!("Error: accept an HTTP connection: {e}");
+                    crate::diagnose!("Error: accept an HTTP connection: {e}");
                     tokio::time::sleep(ACCEPT_PAUSE).await;
                 }
             },
@@ -274,14 +274,14 @@ async fn handle(
     match tokio::time::timeout(deadline, call_guest(&server, request)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            eprintln!("Error: {e:?}");
+            crate::diagnose!("Error: {e:?}");
             plain(
                 hyper::StatusCode::INTERNAL_SERVER_ERROR,
                 b"internal server error\n",
             )
         }
         Err(_) => {
-            eprintln!(
+            crate::diagnose!(
                 "Error: the request did not finish within {deadline:?} ({})",
                 http_limits::REQUEST_TIMEOUT_VAR
             );

@@ -5,7 +5,7 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use super::lifecycle::Status;
-use crate::stdio::StdinHold;
+use crate::stdio::StdioHold;
 
 /// One exec'd process of a task.
 pub(super) struct ExecEntry {
@@ -14,7 +14,7 @@ pub(super) struct ExecEntry {
     pub(super) spec: Vec<u8>,
     pub(super) stdio: [String; 3],
     pub(super) pid: Option<Pid>,
-    pub(super) stdin_hold: Option<StdinHold>,
+    pub(super) stdio_hold: Option<StdioHold>,
 }
 
 impl ExecEntry {

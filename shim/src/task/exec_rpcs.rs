@@ -102,7 +102,7 @@ impl Service {
                 spec,
                 stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
                 pid: None,
-                stdin_hold: None,
+                stdio_hold: None,
             },
         );
         log::info!("{what}: added");
@@ -161,7 +161,7 @@ impl Service {
         let (running, exec) = exec;
         let now = next(&name(id, exec_id), exec.status(), Event::Start)?;
         exec.pid = Some(running.pid);
-        exec.stdin_hold = running.stdin_hold;
+        exec.stdio_hold = running.stdio_hold;
         exec.status.send_replace(now);
         let pid = running.pid.as_raw() as u32;
         log::info!("{what}: started, pid {pid}");
@@ -225,7 +225,7 @@ impl Service {
             return;
         };
         exec.status.send_replace(Status::Stopped(Exit { code, at }));
-        exec.stdin_hold = None;
+        exec.stdio_hold = None;
         let pid = exec.pid.map_or(0, |p| p.as_raw() as u32);
         log::info!("exec {exec_id} in task {id}: exited with status {code}");
         self.publish(
@@ -326,8 +326,10 @@ impl Service {
     pub async fn close_exec_stdin(&self, req: &api::CloseIORequest) -> RpcResult<()> {
         let mut tasks = self.table().await;
         let exec = exec_in_mut(&mut tasks, &req.id, &req.exec_id)?;
-        if req.stdin {
-            exec.stdin_hold = None;
+        if req.stdin
+            && let Some(hold) = exec.stdio_hold.as_mut()
+        {
+            hold.close_stdin();
         }
         Ok(())
     }

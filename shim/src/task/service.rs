@@ -43,7 +43,7 @@ pub(super) struct Live {
     pub(super) pid: Pid,
     /// The go-ahead pipe to the child, until Start or the exit.
     control: Option<File>,
-    stdin_hold: Option<crate::stdio::StdinHold>,
+    stdio_hold: Option<crate::stdio::StdioHold>,
     pub(super) resources: Resources,
     /// Whether it runs a Wasm guest or a native program.
     pub(super) workload: executor::protocol::Workload,
@@ -193,7 +193,7 @@ impl Service {
         entry.live = Some(Live {
             pid,
             control: Some(created.control),
-            stdin_hold: created.stdin_hold,
+            stdio_hold: created.stdio_hold,
             resources: created.resources,
             workload: created.workload,
         });
@@ -255,7 +255,7 @@ impl Service {
             return;
         };
         live.control = None;
-        live.stdin_hold = None;
+        live.stdio_hold = None;
         let pid = live.pid.as_raw() as u32;
         log::info!("task {id}: exited with status {code}");
         self.publish(
@@ -560,7 +560,9 @@ impl Service {
             && let Some(live) = task.live.as_mut()
         {
             // The child sees end-of-file once the client's end is closed too.
-            live.stdin_hold = None;
+            if let Some(hold) = live.stdio_hold.as_mut() {
+                hold.close_stdin();
+            }
             log::debug!("task {}: stdin closed", req.id);
         }
         Ok(())

@@ -5,6 +5,8 @@ for the `wasi:cli/command` world, so that the shim runs a component from a real 
     python-cli exit <n>     n = 0 returns normally; any other n makes run return an error,
                             which wasmtime turns into exit status 1
     python-cli sleep <s>    time.sleep(s) (s may be fractional), then returns normally
+    python-cli late <s>     sleeps s seconds, then prints "hello from python" on stdout and
+                            "bye from python" on stderr and returns normally
     python-cli args         prints each argument, the program's name included, one per line
     python-cli env <NAME>   prints the value of NAME, or returns an error if it is not set
     python-cli raise        raises an exception that nothing catches
@@ -23,7 +25,7 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import environment
 
-USAGE = "usage: python-cli [exit <n> | sleep <s> | args | env <NAME> | raise]"
+USAGE = "usage: python-cli [exit <n> | sleep <s> | late <s> | args | env <NAME> | raise]"
 
 
 def fail() -> None:
@@ -47,6 +49,10 @@ class Run(exports.Run):
                     fail()
             case ["sleep", seconds]:
                 time.sleep(float(seconds))
+            case ["late", seconds]:
+                time.sleep(float(seconds))
+                print("hello from python", flush=True)
+                print("bye from python", file=sys.stderr, flush=True)
             case ["args", *_]:
                 for arg in sys.argv:
                     print(arg)
