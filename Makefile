@@ -19,7 +19,7 @@ VERSIONS   := $(DEV)/versions
 # The containerd releases the suites also run on, beside the system's 1.6.
 MATRIX     := 1.7.24 2.1.9
 
-.PHONY: all deps versions build install programs images run stop test lint bench clean wasmtime-cli
+.PHONY: all deps versions build install programs images run stop test soak lint bench clean wasmtime-cli
 
 all: build
 
@@ -81,6 +81,10 @@ test: deps versions build programs
 	done
 	deploy/installer/test.sh $(VERSIONS)
 	scripts/fuzz.sh
+
+# The churn test at full size (make test runs a smaller one).
+soak: deps versions build programs
+	CHURN_CYCLES=2000 REQUIRE_MATRIX=1 $(CARGO) test --release -p containerd-shim-wasmtime --test churn
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -119,6 +119,13 @@ pub fn clone_flags(spec: &Spec) -> Result<CloneFlags> {
     Ok(flags)
 }
 
+/// Whether the container gets a PID namespace of its own. Without one (the
+/// host's, or a pod's named by path) its processes can outlive its first
+/// one, and are killed when it exits, as runc's shim does.
+pub fn own_pid_namespace(spec: &Spec) -> bool {
+    namespaces(spec).any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_none())
+}
+
 /// The PID namespace the spec names by path, which the child joins.
 pub fn pid_namespace_path(spec: &Spec) -> Option<PathBuf> {
     namespaces(spec)

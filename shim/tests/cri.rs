@@ -387,6 +387,50 @@ fn containers_of_a_pod_that_shares_its_pid_namespace_see_each_other() {
     finish(&cri, &pod);
 }
 
+/// A container without a PID namespace of its own (its pod's, shared by
+/// its containers, or the host's) whose first process exits leaves no
+/// process behind: the rest of its cgroup is killed, as runc's shim does.
+/// Else a child that outlives it keeps its stdio open and kubelet waits on
+/// it forever (a pod stuck in Terminating).
+#[test]
+fn processes_left_by_a_container_without_its_own_pid_namespace_are_killed() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["busybox"]);
+    let shared = cri.shared_pid_pod("outlived-pod");
+    let mut config = cri.pod_config("outlived-host", NamespaceMode::Node);
+    let options = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut());
+    let options = options.and_then(|s| s.namespace_options.as_mut()).unwrap();
+    options.pid = NamespaceMode::Node.into();
+    let host = cri.run_pod(config);
+    let script = "/bin/busybox sleep 1000 & exec /bin/busybox sleep 1";
+    for pod in [&shared, &host] {
+        let command = ["/bin/busybox", "sh", "-c", script];
+        let id = cri.run(
+            pod,
+            with_command(pod.container("left", "busybox", &[]), &command),
+        );
+        let status = cri.wait_state(&id, ContainerState::ContainerExited);
+        assert_eq!(status.exit_code, 0, "{status:?}");
+        let cgroup = cri.cgroup("pids", &id).join("cgroup.procs");
+        wait_for(
+            "the container's cgroup to empty",
+            Duration::from_secs(10),
+            || {
+                std::fs::read_to_string(&cgroup)
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty()
+            },
+        );
+        cri.stop(&id, 10);
+        cri.remove_pod(pod);
+    }
+    cri.assert_clean();
+}
+
 /// The node installer, run on this containerd's own default config, gives
 /// a config on which this containerd runs a Wasm pod. Only what makes a
 /// node config fit this test machine is changed after: the node's paths

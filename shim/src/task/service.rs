@@ -240,6 +240,7 @@ impl Service {
 
     async fn on_exit(&self, id: &str, code: u32) {
         let at = SystemTime::now();
+        self.kill_the_rest(id).await;
         let mut tasks = self.table().await;
         let Some(task) = tasks.get_mut(id) else {
             return;
@@ -269,6 +270,38 @@ impl Service {
                 ..Default::default()
             }),
         );
+    }
+
+    /// Kills what is left of a container whose first process has exited,
+    /// when it has no PID namespace of its own (the host's, or a pod's that
+    /// its containers share): as runc's shim does, so that no process
+    /// outlives its container and keeps its stdio open (the CRI would wait
+    /// for that forever). In its own PID namespace the kernel does it.
+    /// Done before the exit is published, and without the table's lock:
+    /// freezing the cgroup may take as long as its processes make it.
+    async fn kill_the_rest(&self, id: &str) {
+        let cgroup = {
+            let tasks = self.table().await;
+            let Some(live) = tasks.get(id).and_then(|task| task.live.as_ref()) else {
+                return;
+            };
+            let shared = live
+                .resources
+                .spec
+                .as_ref()
+                .is_some_and(|spec| !executor::spec::own_pid_namespace(spec));
+            match (shared, live.resources.cgroup()) {
+                (true, Some(cgroup)) => (cgroup.clone(), live.pid),
+                _ => return,
+            }
+        };
+        let (cgroup, pid) = cgroup;
+        let killed =
+            tokio::task::spawn_blocking(move || cgroup.signal_all(Signal::SIGKILL, pid, false))
+                .await;
+        if let Ok(Err(e)) = killed {
+            log::warn!("task {id}: kill the processes left in its cgroup: {e:#}");
+        }
     }
 
     pub async fn start_task(&self, id: &str) -> RpcResult<api::StartResponse> {
