@@ -431,6 +431,90 @@ fn processes_left_by_a_container_without_its_own_pid_namespace_are_killed() {
     cri.assert_clean();
 }
 
+/// A shared tmpfs on the host, as a Bidirectional volume's host path must
+/// be (the CRI checks), unmounted with whatever was carried into it.
+struct SharedMount(std::path::PathBuf);
+
+impl SharedMount {
+    fn new(path: std::path::PathBuf) -> SharedMount {
+        use nix::mount::{MsFlags, mount};
+        std::fs::create_dir_all(&path).unwrap();
+        mount(
+            Some("tmpfs"),
+            &path,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        mount(
+            None::<&str>,
+            &path,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+        SharedMount(path)
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let status = std::process::Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(&self.0)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "umount {:?}", self.0);
+    }
+}
+
+/// A mount that a privileged container makes under a Bidirectional
+/// volume reaches the host, under the shim as under runc: the volume's
+/// mount stays shared through pivot_root (`shared:N` in the container's
+/// mountinfo, not `master:N`).
+#[test]
+fn a_bidirectional_volume_carries_mounts_to_the_host_as_under_runc() {
+    let Some(cri) = cri() else { return };
+    cri.import(&["busybox"]);
+    let shared = SharedMount::new(cri.dir().join("bidirectional"));
+    for handler in ["runc", common::cri::HANDLER] {
+        std::fs::create_dir_all(shared.0.join(handler)).unwrap();
+        let mut config = cri.pod_config(&format!("bidi-{handler}"), NamespaceMode::Node);
+        let linux = config.linux.get_or_insert_default();
+        linux.security_context.get_or_insert_default().privileged = true;
+        let pod = cri.run_pod_under(config, handler);
+        let script = format!(
+            "grep ' /vol ' /proc/self/mountinfo; mount -t tmpfs tmpfs /vol/{handler} && \
+             echo from-container > /vol/{handler}/f"
+        );
+        let mut container = with_command(
+            pod.container("mounter", "busybox", &[]),
+            &["/bin/busybox", "sh", "-c", &script],
+        );
+        container.mounts = vec![api::Mount {
+            container_path: "/vol".into(),
+            host_path: shared.0.to_string_lossy().into_owned(),
+            propagation: api::MountPropagation::PropagationBidirectional as i32,
+            ..Default::default()
+        }];
+        let context = container.linux.get_or_insert_default();
+        context.security_context.get_or_insert_default().privileged = true;
+        let status = run_to_exit(&cri, &pod, container);
+        let log = container_log(&pod, "mounter");
+        assert_eq!(status.exit_code, 0, "{handler}: {status:?}\n{log}");
+        let carried = std::fs::read_to_string(shared.0.join(handler).join("f"));
+        assert_eq!(
+            carried.ok().as_deref(),
+            Some("from-container\n"),
+            "{handler}: the mount did not reach the host; the volume in the container:\n{log}"
+        );
+        cri.remove_pod(&pod);
+    }
+    drop(shared);
+    cri.assert_clean();
+}
+
 /// The node installer, run on this containerd's own default config, gives
 /// a config on which this containerd runs a Wasm pod. Only what makes a
 /// node config fit this test machine is changed after: the node's paths

@@ -5,8 +5,10 @@
 
 use std::path::Path;
 
+use nix::fcntl::{OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::unistd::{chdir, pivot_root};
+use nix::sys::stat::Mode;
+use nix::unistd::{chdir, fchdir, pivot_root};
 
 use super::mount_spec::MountSpec;
 use super::paths::{Inside, secure_join};
@@ -197,10 +199,22 @@ fn propagate(rootfs: &Path, target: &Path, m: &MountSpec) -> Result<()> {
 /// Makes `rootfs` the root with pivot_root, so that the old root is not
 /// reachable any more (chroot alone can be escaped with CAP_SYS_CHROOT).
 fn switch_root(rootfs: &Path) -> Result<()> {
+    let old_root = open(
+        "/",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(Error::sys("open the old root"))?;
     chdir(rootfs).map_err(Error::sys(format!("enter rootfs {}", rootfs.display())))?;
     // Stacking the old root under the new one and detaching it avoids
     // needing a directory for it inside the container's rootfs.
     pivot_root(".", ".").map_err(Error::sys(format!("pivot_root into {}", rootfs.display())))?;
+    // "." must name the old root's mount now, as in runc: from the new
+    // root's directory a propagation change would reach the container's
+    // own mounts (an rshared volume would turn slave), though umount2
+    // finds the old root stacked on top either way.
+    fchdir(&old_root).map_err(Error::sys("enter the old root"))?;
+    drop(old_root);
     // The old root must not propagate the detach back to the host.
     mount(NONE, ".", NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE)
         .map_err(Error::sys("make the old root slave"))?;
