@@ -10,6 +10,7 @@ mod delete;
 mod errors;
 mod events;
 mod exec;
+mod features;
 mod options;
 mod readiness;
 mod reaper;
@@ -94,9 +95,16 @@ fn log_to_bundle(line: &str) {
 /// The `-info` action: describe the runtime to containerd.
 fn info() -> anyhow::Result<()> {
     use containerd_shim::protos::protobuf::Message;
+    use containerd_shim::protos::protobuf::well_known_types::any::Any;
     use containerd_shim::protos::types::introspection::RuntimeInfo;
+    let features = Any {
+        type_url: features::TYPE_URL.to_string(),
+        value: serde_json::to_vec(&features::document())?,
+        ..Default::default()
+    };
     let info = RuntimeInfo {
         name: RUNTIME.to_string(),
+        features: Some(features).into(),
         ..Default::default()
     };
     std::io::Write::write_all(&mut std::io::stdout(), &info.write_to_bytes()?)?;

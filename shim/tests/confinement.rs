@@ -113,14 +113,16 @@ fn probe_reports_match_runc_for_nine_specs() {
         volume.display()
     );
     let tmpfs = "type=tmpfs,src=tmpfs,dst=/scratch,options=size=16m:nosuid:nodev";
+    // rro makes a volume read-only with every mount below it.
+    let nested = common::Tmpfs::mount(ctrd.dir().join("nested"));
+    let _below = common::Tmpfs::mount(nested.0.join("below"));
+    let recursive = format!(
+        "type=bind,src={},dst=/nested,options=rbind:rro:rnosuid",
+        nested.0.display()
+    );
     compare("mounts", |runtime: &str, id: &str| {
-        ctrd.run_under(
-            runtime,
-            "probe",
-            id,
-            &["--mount", &bind, "--mount", tmpfs],
-            &[],
-        )
+        let mounts = ["--mount", &bind, "--mount", tmpfs, "--mount", &recursive];
+        ctrd.run_under(runtime, "probe", id, &mounts, &[])
     });
 
     let rootfs = probe_rootfs(ctrd);

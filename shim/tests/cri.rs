@@ -431,44 +431,6 @@ fn processes_left_by_a_container_without_its_own_pid_namespace_are_killed() {
     cri.assert_clean();
 }
 
-/// A shared tmpfs on the host, as a Bidirectional volume's host path must
-/// be (the CRI checks), unmounted with whatever was carried into it.
-struct SharedMount(std::path::PathBuf);
-
-impl SharedMount {
-    fn new(path: std::path::PathBuf) -> SharedMount {
-        use nix::mount::{MsFlags, mount};
-        std::fs::create_dir_all(&path).unwrap();
-        mount(
-            Some("tmpfs"),
-            &path,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
-        mount(
-            None::<&str>,
-            &path,
-            None::<&str>,
-            MsFlags::MS_SHARED,
-            None::<&str>,
-        )
-        .unwrap();
-        SharedMount(path)
-    }
-}
-
-impl Drop for SharedMount {
-    fn drop(&mut self) {
-        let status = std::process::Command::new("umount")
-            .args(["-R", "-l"])
-            .arg(&self.0)
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "umount {:?}", self.0);
-    }
-}
-
 /// A mount that a privileged container makes under a Bidirectional
 /// volume reaches the host, under the shim as under runc: the volume's
 /// mount stays shared through pivot_root (`shared:N` in the container's
@@ -477,7 +439,7 @@ impl Drop for SharedMount {
 fn a_bidirectional_volume_carries_mounts_to_the_host_as_under_runc() {
     let Some(cri) = cri() else { return };
     cri.import(&["busybox"]);
-    let shared = SharedMount::new(cri.dir().join("bidirectional"));
+    let shared = common::Tmpfs::shared(cri.dir().join("bidirectional"));
     for handler in ["runc", common::cri::HANDLER] {
         std::fs::create_dir_all(shared.0.join(handler)).unwrap();
         let mut config = cri.pod_config(&format!("bidi-{handler}"), NamespaceMode::Node);

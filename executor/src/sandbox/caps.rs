@@ -8,7 +8,7 @@ use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 use crate::error::{Error, Result};
 
 /// Capability names in kernel order: the index is the capability number.
-const NAMES: [&str; 41] = [
+pub const NAMES: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",

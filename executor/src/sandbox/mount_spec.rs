@@ -23,6 +23,10 @@ pub struct MountSpec {
     pub propagation: Vec<MsFlags>,
     /// Filesystem-specific options, comma-joined (`mode=755,size=65536k`).
     pub data: String,
+    /// `MOUNT_ATTR_*` bits set and cleared on the mount and every mount
+    /// below it (`rro`, `rnosuid`…), by mount_setattr(2) as runc does.
+    pub recursive_set: u64,
+    pub recursive_clear: u64,
 }
 
 impl MountSpec {
@@ -32,7 +36,7 @@ impl MountSpec {
 }
 
 /// (name, set?, flag) for every flag option runc knows.
-const FLAGS: [(&str, bool, MsFlags); 24] = [
+pub const FLAGS: [(&str, bool, MsFlags); 24] = [
     ("async", false, MsFlags::MS_SYNCHRONOUS),
     ("atime", false, MsFlags::MS_NOATIME),
     ("bind", true, MsFlags::MS_BIND),
@@ -59,7 +63,7 @@ const FLAGS: [(&str, bool, MsFlags); 24] = [
     ("sync", true, MsFlags::MS_SYNCHRONOUS),
 ];
 
-const PROPAGATION: [(&str, MsFlags); 8] = [
+pub const PROPAGATION: [(&str, MsFlags); 8] = [
     ("private", MsFlags::MS_PRIVATE),
     ("rprivate", MsFlags::MS_PRIVATE.union(MsFlags::MS_REC)),
     ("shared", MsFlags::MS_SHARED),
@@ -70,21 +74,21 @@ const PROPAGATION: [(&str, MsFlags); 8] = [
     ("runbindable", MsFlags::MS_UNBINDABLE.union(MsFlags::MS_REC)),
 ];
 
-/// Options runc knows but this shim does not apply; refused by name.
-const REFUSED: [&str; 12] = [
-    "tmpcopyup",
-    "idmap",
-    "ridmap",
-    "rro",
-    "rrw",
-    "rnosuid",
-    "rsuid",
-    "rnodev",
-    "rdev",
-    "rnoexec",
-    "rexec",
-    "remount",
+/// The recursive mount attributes runc applies with mount_setattr(2):
+/// name, set (else cleared), `MOUNT_ATTR_*` bit.
+pub const RECURSIVE: [(&str, bool, u64); 8] = [
+    ("rro", true, libc::MOUNT_ATTR_RDONLY),
+    ("rrw", false, libc::MOUNT_ATTR_RDONLY),
+    ("rnosuid", true, libc::MOUNT_ATTR_NOSUID),
+    ("rsuid", false, libc::MOUNT_ATTR_NOSUID),
+    ("rnodev", true, libc::MOUNT_ATTR_NODEV),
+    ("rdev", false, libc::MOUNT_ATTR_NODEV),
+    ("rnoexec", true, libc::MOUNT_ATTR_NOEXEC),
+    ("rexec", false, libc::MOUNT_ATTR_NOEXEC),
 ];
+
+/// Options runc knows but this shim does not apply; refused by name.
+const REFUSED: [&str; 4] = ["tmpcopyup", "idmap", "ridmap", "remount"];
 
 /// Parses mount number `index` of the spec. `label` is the spec's SELinux
 /// `linux.mountLabel`, given to every filesystem that takes a context
@@ -115,11 +119,21 @@ pub fn parse(index: usize, label: Option<&str>, mount: &Mount) -> Result<MountSp
     let mut flags = MsFlags::empty();
     let mut propagation = Vec::new();
     let mut data = Vec::new();
+    let (mut recursive_set, mut recursive_clear) = (0, 0);
     for option in mount.options().iter().flatten() {
         if let Some((_, set, flag)) = FLAGS.iter().find(|(name, ..)| name == option) {
             match set {
                 true => flags |= *flag,
                 false => flags &= !*flag,
+            }
+        } else if let Some((_, set, bit)) = RECURSIVE.iter().find(|(name, ..)| name == option) {
+            match set {
+                true => {
+                    (recursive_set, recursive_clear) = (recursive_set | bit, recursive_clear & !bit)
+                }
+                false => {
+                    (recursive_set, recursive_clear) = (recursive_set & !bit, recursive_clear | bit)
+                }
             }
         } else if let Some((_, flag)) = PROPAGATION.iter().find(|(name, _)| name == option) {
             propagation.push(*flag);
@@ -167,6 +181,8 @@ pub fn parse(index: usize, label: Option<&str>, mount: &Mount) -> Result<MountSp
         flags,
         propagation,
         data: data.join(","),
+        recursive_set,
+        recursive_clear,
     })
 }
 
@@ -235,6 +251,19 @@ mod tests {
     }
 
     #[test]
+    fn recursive_options_set_and_clear_attributes_in_order() {
+        let json = r#"{"destination": "/d", "type": "bind", "source": "/s",
+            "options": ["rbind", "rro", "rnosuid", "rexec", "rnoexec", "rrw"]}"#;
+        let m = parse(0, None, &mount(json)).unwrap();
+        let set = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC;
+        assert_eq!(
+            (m.recursive_set, m.recursive_clear),
+            (set, libc::MOUNT_ATTR_RDONLY)
+        );
+        assert!(!m.flags.contains(MsFlags::MS_RDONLY), "rro is not ro");
+    }
+
+    #[test]
     fn refuses_what_it_cannot_mount_by_index() {
         for (json, text) in [
             (
@@ -251,8 +280,8 @@ mod tests {
                 "tmpcopyup",
             ),
             (
-                r#"{"destination": "/d", "type": "bind", "source": "/s", "options": ["rro"]}"#,
-                "rro",
+                r#"{"destination": "/d", "type": "bind", "source": "/s", "options": ["idmap"]}"#,
+                "idmap",
             ),
             (r#"{"destination": "/d", "source": "x"}"#, "no type"),
         ] {

@@ -47,6 +47,7 @@ pub fn enter(config: &ChildConfig, before_pivot: &dyn Fn() -> Result<()>) -> Res
         super::paths::check_proc_mount(&inside, &m.fstype).map_err(|e| in_mount(i, m, e))?;
         log::debug!("mount {} ({}) on {}", m.source, m.fstype, target.display());
         let remount = mount_one(rootfs, &target, m, config.new_cgroup_namespace)
+            .and_then(|remount| set_recursive(rootfs, &target, m).map(|()| remount))
             .map_err(|e| in_mount(i, m, e))?;
         if remount {
             readonly_later.push(target);
@@ -112,6 +113,44 @@ fn mount_one(rootfs: &Path, target: &Path, m: &MountSpec, cgroupns: bool) -> Res
     }
     propagate(rootfs, target, m)?;
     Ok(false)
+}
+
+/// Sets and clears `m`'s recursive attributes (`rro`, `rnosuid`…) on the
+/// mount at `target` and every mount below it, with mount_setattr(2)
+/// (Linux 5.12), as runc does.
+fn set_recursive(rootfs: &Path, target: &Path, m: &MountSpec) -> Result<()> {
+    if m.recursive_set == 0 && m.recursive_clear == 0 {
+        return Ok(());
+    }
+    let at = Inside::open(rootfs, target)?;
+    let path = std::ffi::CString::new(at.path())
+        .map_err(|_| Error::InvalidSpec(format!("mount point {}", target.display())))?;
+    let attr = libc::mount_attr {
+        attr_set: m.recursive_set,
+        attr_clr: m.recursive_clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid C string and a mount_attr of the size given.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if done != 0 {
+        let errno = nix::errno::Errno::last();
+        let what = match errno {
+            nix::errno::Errno::ENOSYS => "recursive mount options need mount_setattr (Linux 5.12)",
+            _ => "set the recursive mount options",
+        };
+        return Err(Error::sys(what)(errno));
+    }
+    Ok(())
 }
 
 /// Makes the mount that holds `rootfs` private if it is shared, as runc
@@ -236,6 +275,8 @@ mod tests {
             flags: MsFlags::empty(),
             propagation: Vec::new(),
             data: String::new(),
+            recursive_set: 0,
+            recursive_clear: 0,
         };
         let e = in_mount(4, &m, Error::InvalidSpec("boom".into())).to_string();
         assert!(

@@ -6,12 +6,15 @@
 
 pub mod cri;
 mod events;
+mod mounts;
 mod procs;
 mod run;
 mod tasks;
 mod versions;
 
 pub use events::Events;
+#[allow(unused_imports)]
+pub use mounts::Tmpfs;
 #[allow(unused_imports)]
 pub use procs::*;
 pub use run::Run;
