@@ -151,8 +151,11 @@ impl Api {
         request
     }
 
-    /// The Wasm layer of image `image`, or of the image with config digest `pin` when the
-    /// name no longer names that one.
+    /// The Wasm layer of image `image`. With `pin`, the config digest the CRI recorded when
+    /// it made the container, a layer is taken only from the image with that config: from
+    /// what the name names when that holds it, else from the image that does (`pin.rs`). Only
+    /// a layer needs the check (the rootfs is the container's own snapshot of its image), so
+    /// an image that has none costs no extra read.
     async fn artifact_of(&self, image: &str, pin: Option<&str>) -> Result<Option<Artifact>> {
         let request = GetImageRequest {
             name: image.to_owned(),
@@ -164,24 +167,51 @@ impl Api {
             Ok(reply) => {
                 let target = reply.into_inner().image.and_then(|image| image.target);
                 let target = target.ok_or_else(|| anyhow!("containerd lists no target for it"))?;
-                Some(descriptor(target))
+                descriptor(target)
             }
-            Err(status) if status.code() == Code::NotFound => None,
+            Err(status) if status.code() == Code::NotFound => {
+                return self.removed(image, pin).await;
+            }
             Err(status) => return Err(rpc_error(status)).context("failed to get the image"),
         };
-        let mut descriptor = match (pin, target) {
-            (Some(config), target) => self.pinned(image, target, config).await?,
-            (None, Some(target)) => target,
-            // Removed since the container was made from it: whatever the image was, its
-            // rootfs is in the container's snapshot, and a Wasm layer is gone with it.
-            (None, None) => {
-                log::warn!(
-                    "image {image} is no longer in containerd; running the container from its \
-                     rootfs"
-                );
-                return Ok(None);
+        let layer = match (self.wasm_layer_of(&target).await?, pin) {
+            (None, _) => return Ok(None),
+            (Some((_, layer)), None) => layer,
+            (Some((config, layer)), Some(pin)) if config == pin => layer,
+            (Some(_), Some(pin)) => {
+                let Some((_, layer)) = self.pinned(image, target, pin).await? else {
+                    return Ok(None);
+                };
+                layer
             }
         };
+        self.read_layer(&layer).await.map(Some)
+    }
+
+    /// The Wasm layer of a container whose image's name is gone. Without a pin the container
+    /// runs from its own snapshot; with one, from the image that holds the pinned config, and
+    /// when none does Start fails saying so (the image may have been an artifact, whose
+    /// module is not in the snapshot).
+    async fn removed(&self, image: &str, pin: Option<&str>) -> Result<Option<Artifact>> {
+        let Some(config) = pin else {
+            log::warn!(
+                "image {image} is no longer in containerd; running the container from its rootfs"
+            );
+            return Ok(None);
+        };
+        let Some((_, target)) = self.image_with_config(config).await? else {
+            return Err(pin::gone(config));
+        };
+        match self.wasm_layer_of(&target).await? {
+            Some((_, layer)) => self.read_layer(&layer).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The Wasm layer that image target `descriptor` (a manifest, or an index of them) holds,
+    /// with the config digest of its manifest; `None` for an image of no Wasm layer.
+    async fn wasm_layer_of(&self, descriptor: &Descriptor) -> Result<Option<(String, Descriptor)>> {
+        let mut descriptor = descriptor.clone();
         for _ in 0..MAX_INDEX_DEPTH {
             if is_index(&descriptor.media_type) {
                 let bytes = self.read_document(&descriptor).await?;
@@ -195,12 +225,9 @@ impl Api {
                 let bytes = self.read_document(&descriptor).await?;
                 let manifest = parse_manifest(&bytes)
                     .with_context(|| format!("manifest {}", descriptor.digest))?;
-                let Some(layer) = wasm_layer(&manifest)
-                    .with_context(|| format!("manifest {}", descriptor.digest))?
-                else {
-                    return Ok(None);
-                };
-                return self.read_layer(layer).await.map(Some);
+                let layer = wasm_layer(&manifest)
+                    .with_context(|| format!("manifest {}", descriptor.digest))?;
+                return Ok(layer.map(|layer| (manifest.config.digest.clone(), layer.clone())));
             } else {
                 // Docker schema 1 and the like: not an image of a Wasm layer.
                 log::debug!(

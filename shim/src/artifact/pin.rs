@@ -35,22 +35,47 @@ fn image_config_in(metadata: &[u8]) -> Option<String> {
     config.starts_with("sha256:").then(|| config.to_owned())
 }
 
+/// The error when no image holds the config a container was created from.
+pub fn gone(config: &str) -> anyhow::Error {
+    anyhow!(
+        "it no longer names the image the container was created from (config {config}), and \
+         no image in containerd does: it was retagged or removed since; create the container \
+         again"
+    )
+}
+
 impl Api {
-    /// The target of the image whose config digest is `config`: `target` (what the name
-    /// names now, if anything) when it holds that config, else the first image in the
-    /// namespace that does (the name was retagged or removed; a pulled image is kept under its
-    /// ID and repo digest too). An error saying so when none does.
+    /// The Wasm layer of the image with config digest `config`, for a container whose image
+    /// name `name` now names (as `target`) a Wasm layer of another config. `target` itself
+    /// when it holds that config (a multi-platform index, whose config the CRI took from
+    /// another entry), else the first image in the namespace that does (the name was retagged;
+    /// a pulled image is kept under its ID and repo digest too). An error saying so when none
+    /// does: the container must not run another image's module.
     pub(super) async fn pinned(
         &self,
         name: &str,
-        target: Option<Descriptor>,
+        target: Descriptor,
         config: &str,
-    ) -> Result<Descriptor> {
-        if let Some(target) = target
-            && self.holds_config(&target, config).await?
-        {
-            return Ok(target);
+    ) -> Result<Option<(String, Descriptor)>> {
+        if self.holds_config(&target, config).await? {
+            return self.wasm_layer_of(&target).await;
         }
+        let Some((other_name, other)) = self.image_with_config(config).await? else {
+            return Err(gone(config));
+        };
+        log::info!(
+            "image {name} was retagged since the container was made from the image with \
+             config {config}; running that image, now named {other_name}"
+        );
+        self.wasm_layer_of(&other).await
+    }
+
+    /// The name and target of the first image in the namespace that holds config digest
+    /// `config`.
+    pub(super) async fn image_with_config(
+        &self,
+        config: &str,
+    ) -> Result<Option<(String, Descriptor)>> {
         let images = ImagesClient::new(self.channel.clone())
             .list(self.request(ListImagesRequest::default()))
             .await
@@ -59,23 +84,14 @@ impl Api {
             .into_inner()
             .images;
         for image in images.into_iter().take(MAX_IMAGES) {
-            let Some(other) = image.target.map(super::descriptor) else {
+            let Some(target) = image.target.map(super::descriptor) else {
                 continue;
             };
-            if self.holds_config(&other, config).await? {
-                log::info!(
-                    "image {name} was retagged or removed since the container was made from \
-                     the image with config {config}; running that image, now named {}",
-                    image.name
-                );
-                return Ok(other);
+            if self.holds_config(&target, config).await? {
+                return Ok(Some((image.name, target)));
             }
         }
-        Err(anyhow!(
-            "it no longer names the image the container was created from (config {config}), \
-             and no image in containerd does: it was retagged or removed since; create the \
-             container again"
-        ))
+        Ok(None)
     }
 
     /// Whether `target`, a manifest or an index of manifests, holds an image with config
