@@ -89,12 +89,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
 pub fn parse_process(json: &[u8]) -> Result<oci_spec::runtime::Process> {
     let process: oci_spec::runtime::Process = serde_json::from_slice(json)
         .map_err(|e| Error::InvalidSpec(format!("exec process spec: {e}")))?;
-    if process.terminal() == Some(true) {
-        return Err(Error::InvalidSpec(
-            "exec process terminal: true is not supported by the wasmtime shim (exec without a tty)"
-                .into(),
-        ));
-    }
+    crate::spec::terminal(&process)?;
     Ok(process)
 }
 
@@ -102,6 +97,9 @@ fn prepare(mut config: ChildConfig) -> Result<Program> {
     native::fill_home(&mut config.env, config.uid);
     let found = native::resolve(&config.args[0], &config.env)?;
     let path = config.cwd.join(found);
+    if let Some(terminal) = &config.terminal {
+        crate::console::setup(terminal, crate::console::For::Exec)?;
+    }
     native::close_on_exec_above_stdio()?;
     sandbox::drop_privileges(&config, Workload::Native)?;
     native::prepare(&path, &config.args, &config.env)

@@ -25,6 +25,7 @@ pub mod cache;
 pub mod child;
 #[cfg(feature = "runtime")]
 pub mod compiler;
+pub mod console;
 pub mod error;
 pub mod exec;
 pub mod exit;

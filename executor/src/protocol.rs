@@ -29,6 +29,10 @@ pub const CACHE_FD: RawFd = 5;
 /// Shim to child, for an OCI Wasm artifact image only: a sealed memfd
 /// holding the module the image's layer carries.
 pub const MODULE_FD: RawFd = 6;
+/// Child to shim, for a process whose spec asks for a terminal: a unix
+/// stream socket on which the process sends its terminal's master
+/// (`crate::console`).
+pub const CONSOLE_FD: RawFd = 7;
 /// The child's last argument when [`MODULE_FD`] holds the module.
 pub const ARTIFACT_FLAG: &str = "--artifact";
 /// The child may exec: it has been placed in its cgroup.

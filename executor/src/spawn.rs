@@ -60,29 +60,43 @@ fn exe() -> Result<RawFd> {
 }
 
 /// Clones a child with `flags` (plus SIGCHLD), gives it `stdio` as fds
-/// 0-2, the protocol pipes as fds 3 and 4 and `extra` from fd 5 on, and
-/// lets it exec this binary as `argv0 args…` with an empty environment
-/// once it receives [`GO_EXEC`].
+/// 0-2, the protocol pipes as fds 3 and 4 and `extra` from fd 5 on (a
+/// `None` leaves its number closed), and lets it exec this binary as
+/// `argv0 args…` with an empty environment once it receives [`GO_EXEC`].
 pub fn spawn_child(
     argv0: &Path,
     args: &[&str],
     stdio: [&OwnedFd; 3],
-    extra: &[&OwnedFd],
+    extra: &[Option<&OwnedFd>],
     flags: CloneFlags,
 ) -> Result<Child> {
     let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("create status pipe"))?;
     let (control_r, control_w) =
         pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("create control pipe"))?;
-    let mut sources = vec![stdio[0], stdio[1], stdio[2], &status_w, &control_r];
+    let mut sources = vec![
+        Some(stdio[0]),
+        Some(stdio[1]),
+        Some(stdio[2]),
+        Some(&status_w),
+        Some(&control_r),
+    ];
     sources.extend_from_slice(extra);
     let mut high = Vec::with_capacity(sources.len());
     for fd in sources {
+        let Some(fd) = fd else {
+            high.push(None);
+            continue;
+        };
         let moved = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))
             .map_err(Error::sys("duplicate a descriptor for the child"))?;
         // SAFETY: fcntl just returned this descriptor and nothing else owns it.
-        high.push(unsafe { OwnedFd::from_raw_fd(moved) });
+        high.push(Some(unsafe { OwnedFd::from_raw_fd(moved) }));
     }
-    let fds: Vec<RawFd> = high.iter().map(|fd| fd.as_raw_fd()).collect();
+    // -1 marks a number the child leaves closed.
+    let fds: Vec<RawFd> = high
+        .iter()
+        .map(|fd| fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()))
+        .collect();
 
     let exe = exe()?;
     let argv0_c = CString::new(argv0.as_os_str().as_bytes())
@@ -159,6 +173,11 @@ unsafe fn after_clone(
     // SAFETY: sigprocmask on a sigset prepared before clone; async-signal-safe.
     unsafe { libc::sigprocmask(libc::SIG_BLOCK, blocked, std::ptr::null_mut()) };
     for (target, fd) in fds.iter().enumerate() {
+        if *fd < 0 {
+            // SAFETY: close is async-signal-safe; EBADF on a free slot is fine.
+            unsafe { libc::close(target as c_int) };
+            continue;
+        }
         // SAFETY: dup2 of a descriptor we own onto a low slot; the sources
         // are all >= HIGH_FD so no source is overwritten. dup2 clears
         // close-on-exec on the target.

@@ -7,6 +7,7 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxDevice, LinuxNamespaceType, LinuxSeccomp, PosixRlimit, Spec};
 
+use crate::console::{Size, Terminal};
 use crate::error::{Error, Result};
 use crate::sandbox::mount_spec::{self, MountSpec};
 
@@ -66,6 +67,9 @@ pub struct ChildConfig {
     /// `linux.resources.cpu` quota over period, in CPUs (rounded up), which
     /// bounds the threads that compile the module.
     pub cpu_limit: Option<usize>,
+    /// `process.terminal` (with `consoleSize`): the process's stdio is a
+    /// new terminal whose master the shim relays.
+    pub terminal: Option<Terminal>,
 }
 
 pub fn load(bundle: &Path) -> Result<Spec> {
@@ -150,12 +154,36 @@ pub fn group(spec: &Spec) -> Option<String> {
     .find_map(|key| annotations.get(*key).filter(|v| !v.is_empty()).cloned())
 }
 
-/// Whether the spec asks for a terminal, which the shim does not provide.
+/// Whether the spec's process asks for a terminal.
 pub fn wants_terminal(spec: &Spec) -> bool {
     spec.process()
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false)
+}
+
+/// `process.terminal` and `process.consoleSize`: the terminal to make, if
+/// any. As runc, a size applies when both its numbers are set.
+pub fn terminal(process: &oci_spec::runtime::Process) -> Result<Option<Terminal>> {
+    if process.terminal() != Some(true) {
+        return Ok(None);
+    }
+    let Some(size) = process.console_size() else {
+        return Ok(Some(Terminal { size: None }));
+    };
+    let field = |name: &str, value: u64| {
+        u16::try_from(value).map_err(|_| {
+            Error::InvalidSpec(format!(
+                "process.consoleSize.{name} {value} is larger than a terminal can be (65535)"
+            ))
+        })
+    };
+    let (rows, cols) = (
+        field("height", size.height())?,
+        field("width", size.width())?,
+    );
+    let size = (rows != 0 && cols != 0).then_some(Size { rows, cols });
+    Ok(Some(Terminal { size }))
 }
 
 pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
@@ -274,6 +302,7 @@ pub fn child_config(spec: &Spec, bundle: &Path) -> Result<ChildConfig> {
             .filter(|l| *l > 0)
             .map(|l| l as u64),
         cpu_limit: cpu_limit(linux.resources().as_ref()),
+        terminal: terminal(process)?,
     })
 }
 
@@ -372,6 +401,28 @@ mod tests {
         assert_eq!(cgroups_path(&s).as_deref(), Some("/default/c1"));
         assert_eq!(group(&s).as_deref(), Some("pod1"));
         assert!(!wants_terminal(&s));
+        assert_eq!(c.terminal, None);
+    }
+
+    #[test]
+    fn terminal_and_its_size() {
+        let process = |json: &str| -> oci_spec::runtime::Process {
+            serde_json::from_str(&format!(
+                r#"{{"cwd": "/", "user": {{"uid": 0, "gid": 0}}{json}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(terminal(&process("")).unwrap(), None);
+        let plain = Some(Terminal { size: None });
+        assert_eq!(terminal(&process(r#", "terminal": true"#)).unwrap(), plain);
+        let sized = r#", "terminal": true, "consoleSize": {"height": 24, "width": 80}"#;
+        let size = Some(Size { rows: 24, cols: 80 });
+        assert_eq!(terminal(&process(sized)).unwrap(), Some(Terminal { size }));
+        let half = r#", "terminal": true, "consoleSize": {"height": 24}"#;
+        assert_eq!(terminal(&process(half)).unwrap(), plain);
+        let huge = r#", "terminal": true, "consoleSize": {"height": 70000, "width": 80}"#;
+        let err = terminal(&process(huge)).unwrap_err().to_string();
+        assert!(err.contains("process.consoleSize.height 70000"), "{err}");
     }
 
     #[test]

@@ -67,10 +67,10 @@ pub async fn create(
 ) -> Result<Created, Fail> {
     let bundle = PathBuf::from(&req.bundle);
     let spec = spec::load(&bundle).map_err(|e| Fail::invalid(e.chain()))?;
-    if req.terminal || spec::wants_terminal(&spec) {
+    if req.terminal != spec::wants_terminal(&spec) {
         return Err(Fail::invalid(format!(
-            "task {}: terminal: true is not supported by the wasmtime shim (run without a tty)",
-            req.id
+            "task {}: the request's terminal ({}) differs from process.terminal in config.json",
+            req.id, req.terminal
         )));
     }
     let flags = spec::clone_flags(&spec).map_err(|e| Fail::invalid(e.chain()))?;
@@ -138,6 +138,7 @@ async fn create_with(
         hold: stdio_hold,
     } = crate::stdio::open(&req.stdin, &req.stdout, &req.stderr)
         .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+    let (stdio, terminal) = for_terminal(id, req.terminal, stdio)?;
     create_cgroup(spec, id, resources)?;
     let (cache_socket, child_socket) = UnixStream::pair()
         .map_err(|e| Fail::internal(format!("task {id}: create the cache socket: {e}")))?;
@@ -148,9 +149,11 @@ async fn create_with(
         stdio,
         cache: OwnedFd::from(child_socket),
         artifact: module.artifact,
+        console: terminal.as_ref().map(|(_, theirs)| theirs),
         flags,
     };
     let (child, pid, exit) = clone_child(reaper, clone)?;
+    let terminal = terminal.map(|(pending, _)| pending);
     // In a pod that shares its PID namespace (the spec names the pause
     // container's), the child forks into it once it has joined the
     // others, and the shim adopts that fork (executor's fork.rs).
@@ -184,15 +187,26 @@ async fn create_with(
         let fork = forks.then_some(&mut forked);
         let ready = start_child(id, pid, pipes, &resources.cgroup, hooks, fork).await;
         cache_server.finish().await;
-        ready
+        let ready = ready?;
+        // Sent by the child before its report.
+        let stdio_hold = match terminal {
+            None => stdio_hold,
+            Some(pending) => {
+                let console = pending
+                    .start(&format!("task {id}"))
+                    .map_err(|e| Fail::internal(format!("{e:#}")))?;
+                Some(crate::stdio::StdioHold::with_console(stdio_hold, console))
+            }
+        };
+        Ok::<_, Fail>((ready, stdio_hold))
     }
     .await;
     resources.spec = Some(std::sync::Arc::new(spec.clone()));
     match (ready, forked) {
         // The child exits by itself once its fork is adopted: the fork is
         // the container's process.
-        (Ok(ready), Some(fork)) => Ok((fork.pid, ready, stdio_hold, fork.exit)),
-        (Ok(ready), None) => Ok((pid, ready, stdio_hold, exit)),
+        (Ok((ready, stdio_hold)), Some(fork)) => Ok((fork.pid, ready, stdio_hold, fork.exit)),
+        (Ok((ready, stdio_hold)), None) => Ok((pid, ready, stdio_hold, exit)),
         (Err(fail), fork) => {
             // The child is ours and not started: kill it and wait for the
             // reaper, so that the cgroup can be removed.
@@ -282,7 +296,27 @@ struct ChildSetup<'a> {
     cache: OwnedFd,
     /// An artifact's module, the child's fd 6.
     artifact: Option<crate::artifact::Artifact>,
+    /// The socket its terminal's master comes back on, the child's fd 7.
+    console: Option<&'a OwnedFd>,
     flags: nix::sched::CloneFlags,
+}
+
+/// A terminal's relay-to-be and the child's end of its socket.
+type PendingTerminal = (crate::console::Pending, OwnedFd);
+
+/// With a terminal, the process gets /dev/null and the socket to send its
+/// terminal on, and the relay gets the fifos (`console::pending`).
+fn for_terminal(
+    id: &str,
+    terminal: bool,
+    stdio: [OwnedFd; 3],
+) -> Result<([OwnedFd; 3], Option<PendingTerminal>), Fail> {
+    if !terminal {
+        return Ok((stdio, None));
+    }
+    let (pending, stdio, theirs) =
+        crate::console::pending(stdio).map_err(|e| Fail::internal(format!("task {id}: {e:#}")))?;
+    Ok((stdio, Some((pending, theirs))))
 }
 
 /// Clones the child (in the shim's PID namespace or a new one) and
@@ -294,13 +328,13 @@ fn clone_child(
     let id = clone.id;
     let bundle = clone.bundle.to_string_lossy().into_owned();
     let mut args = vec![CHILD_SUBCOMMAND, id, bundle.as_str()];
-    let mut extra = vec![&clone.cache];
+    let mut extra = vec![Some(&clone.cache), None, clone.console];
     if let Some(artifact) = &clone.artifact {
         log::debug!(
             "task {id}: module from the image's layer {}",
             artifact.digest
         );
-        extra.push(&artifact.module);
+        extra[1] = Some(&artifact.module);
         args.push(protocol::ARTIFACT_FLAG);
     }
     let (child, pid, exit) = reaper

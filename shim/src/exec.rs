@@ -37,8 +37,9 @@ pub struct Running {
     pub stdio_hold: Option<StdioHold>,
 }
 
-/// Checks an Exec request's process spec (JSON) before it is recorded.
-pub fn check_process(what: &str, spec: &[u8]) -> Result<(), Fail> {
+/// Checks an Exec request's process spec (JSON) before it is recorded;
+/// `terminal` is the request's, which must agree with the spec's.
+pub fn check_process(what: &str, spec: &[u8], terminal: bool) -> Result<(), Fail> {
     if spec.len() > MAX_PROCESS_SPEC {
         return Err(Fail::invalid(format!(
             "{what}: the process spec is larger than {MAX_PROCESS_SPEC} bytes"
@@ -46,9 +47,14 @@ pub fn check_process(what: &str, spec: &[u8]) -> Result<(), Fail> {
     }
     std::str::from_utf8(spec)
         .map_err(|_| Fail::invalid(format!("{what}: the process spec is not UTF-8")))?;
-    executor::exec::parse_process(spec)
-        .map(|_| ())
-        .map_err(|e| Fail::invalid(format!("{what}: {}", e.chain())))
+    let process = executor::exec::parse_process(spec)
+        .map_err(|e| Fail::invalid(format!("{what}: {}", e.chain())))?;
+    if process.terminal().unwrap_or(false) != terminal {
+        return Err(Fail::invalid(format!(
+            "{what}: the request's terminal ({terminal}) differs from the process spec's terminal"
+        )));
+    }
+    Ok(())
 }
 
 /// Starts the process `spec` (checked by [`check_process`]) in `target`
@@ -60,7 +66,7 @@ pub async fn start(
     reaper: &Reaper,
     target: Target<'_>,
     spec: &[u8],
-    stdio: &[String; 3],
+    (stdio, terminal): (&[String; 3], bool),
 ) -> Result<Running, Fail> {
     let gone = || Fail::precondition(format!("{what}: task {} is not running", target.id));
     let started = executor::process_start_time(target.init.as_raw()).ok_or_else(gone)?;
@@ -70,6 +76,14 @@ pub async fn start(
         hold: stdio_hold,
     } = crate::stdio::open(&stdio[0], &stdio[1], &stdio[2])
         .map_err(|e| Fail::invalid(format!("{what}: {e:#}")))?;
+    let (fds, pending) = match terminal {
+        false => (fds, None),
+        true => {
+            let (pending, fds, theirs) = crate::console::pending(fds)
+                .map_err(|e| Fail::internal(format!("{what}: {e:#}")))?;
+            (fds, Some((pending, theirs)))
+        }
+    };
     let (init, started) = (target.init.to_string(), started.to_string());
     let bundle = target.bundle.to_string_lossy();
     let args = [EXEC_SUBCOMMAND, target.id, &bundle, &init, &started, spec];
@@ -79,12 +93,16 @@ pub async fn start(
     let (helper, helper_pid, helper_exit) = reaper
         .spawn_beside(target.init, || {
             let stdio = [&fds[0], &fds[1], &fds[2]];
-            let child = spawn_child(exe, &args, stdio, &[], CloneFlags::empty())
+            // The console socket goes to fd 7 (protocol::CONSOLE_FD).
+            let console = pending.as_ref().map(|(_, theirs)| theirs);
+            let extra = [None, None, console];
+            let child = spawn_child(exe, &args, stdio, &extra, CloneFlags::empty())
                 .map_err(|e| anyhow::anyhow!(e.chain()))?;
             Ok((child.pid, child))
         })
         .map_err(|e| Fail::precondition(format!("{what}: {e:#}")))?;
     drop(fds);
+    let pending = pending.map(|(pending, _)| pending);
     let Child {
         status,
         mut control,
@@ -103,9 +121,18 @@ pub async fn start(
         let (pid, exit) = (adopted.pid, adopted.exit);
         forked = Some(pid);
         crate::readiness::await_ready(what, pid, status).await?;
+        // Sent by the process before its report.
+        let console = match pending {
+            Some(pending) => Some(
+                pending
+                    .start(what)
+                    .map_err(|e| Fail::internal(format!("{e:#}")))?,
+            ),
+            None => None,
+        };
         crate::readiness::start(&mut control)
             .map_err(|e| Fail::internal(format!("{what}: {e:#}")))?;
-        Ok((pid, exit))
+        Ok((pid, exit, console))
     };
     let result = ready.await;
     // The helper exits once the shim adopted its fork, or on any failure.
@@ -115,10 +142,13 @@ pub async fn start(
     let helper_code = helper_exit.await.ok();
     log::debug!("{what}: helper {helper_pid} ended with {helper_code:?}");
     match result {
-        Ok((pid, exit)) => Ok(Running {
+        Ok((pid, exit, console)) => Ok(Running {
             pid,
             exit,
-            stdio_hold,
+            stdio_hold: match console {
+                Some(console) => Some(StdioHold::with_console(stdio_hold, console)),
+                None => stdio_hold,
+            },
         }),
         Err(fail) => {
             if let Some(pid) = forked {

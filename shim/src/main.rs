@@ -5,6 +5,7 @@ mod adopt;
 mod artifact;
 mod cache;
 mod cgroup;
+mod console;
 mod container;
 mod delete;
 mod errors;

@@ -20,6 +20,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::pipe2;
 
+use crate::console::Console;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
     /// The child reads it (stdin).
@@ -56,8 +58,11 @@ pub struct Opened {
     pub hold: Option<StdioHold>,
 }
 
-/// The shim's own ends of a process's stdio fifos, kept until it exits.
+/// The shim's own ends of a process's stdio fifos, kept until it exits,
+/// and the relay of its terminal if it has one.
 pub struct StdioHold {
+    /// First, so that it stops before the fifos' other ends go.
+    console: Option<Console>,
     stdin: Option<StdinHold>,
     /// Read ends of the output fifos, never read.
     _outputs: Vec<File>,
@@ -65,9 +70,30 @@ pub struct StdioHold {
 
 impl StdioHold {
     /// Lets go of the stdin fifo's writer (CloseIO): the process reads
-    /// end-of-file once the client's end is closed too.
+    /// end-of-file once the client's end is closed too (on a terminal,
+    /// the relay then types end-of-file).
     pub fn close_stdin(&mut self) {
         self.stdin = None;
+    }
+
+    /// ResizePty: sets the terminal's size; without a terminal there is
+    /// nothing to resize, as under runc.
+    pub fn resize(&self, size: crate::console::Size) -> anyhow::Result<()> {
+        match &self.console {
+            Some(console) => console.resize(size),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds a process's terminal relay to its stdio's hold.
+    pub fn with_console(hold: Option<StdioHold>, console: Console) -> StdioHold {
+        let mut hold = hold.unwrap_or(StdioHold {
+            console: None,
+            stdin: None,
+            _outputs: Vec::new(),
+        });
+        hold.console = Some(console);
+        hold
     }
 }
 
@@ -145,6 +171,7 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str) -> anyhow::Result<Opened> {
     let hold = match (stdin.1, outputs.is_empty()) {
         (None, true) => None,
         (stdin, _) => Some(StdioHold {
+            console: None,
             stdin,
             _outputs: outputs,
         }),

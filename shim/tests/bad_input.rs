@@ -68,31 +68,6 @@ fn bad_modules_are_refused_by_name() {
     );
 }
 
-#[test]
-fn terminal_is_refused() {
-    let Some(ctrd) = containerd() else { return };
-    ctrd.import("hello");
-    // ctr wants a real console for -t: give it one with script(1).
-    let command = format!(
-        "ctr --address {} --namespace {} run --rm -t --runtime {} {} tty-1",
-        ctrd.dir().join("containerd.sock").display(),
-        common::NAMESPACE,
-        common::RUNTIME,
-        common::image("hello"),
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(text.contains("terminal: true is not supported"), "{text}");
-    ctrd.wait_log("the refused terminal", |l| {
-        l.contains("terminal: true is not supported")
-    });
-    ctrd.assert_clean("tty-1");
-}
-
 /// A directory holding the hello module, the root of `--config` runs.
 fn hello_rootfs(ctrd: &Containerd) -> std::path::PathBuf {
     let root = ctrd.dir().join("hello-rootfs");

@@ -68,8 +68,8 @@ pub use programs_wasm::{
 };
 pub use wasm::{
     ARGS_WASM, CAT_WASM, COUNT_WASM, EXIT_WASM, FILE_WASM, HELLO_WASM, LOOP_WASM, MEMGROW_WASM,
-    NOSTART_WASM, OPEN_WASM, SLEEP_WASM, TRAP_WASM, WASM_MODULES, open_image_entries, wasm_module,
-    wasm_module_entries,
+    NOSTART_WASM, OPEN_WASM, SLEEP_WASM, TRAP_WASM, TTY_WASM, WASM_MODULES, open_image_entries,
+    wasm_module, wasm_module_entries,
 };
 
 /// Every image reference is `<REPOSITORY_PREFIX><name>:latest`.
@@ -322,6 +322,7 @@ mod tests {
             "open",
             "memgrow",
             "count",
+            "tty",
             "component",
             "bad",
             "big",

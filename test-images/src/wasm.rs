@@ -38,6 +38,9 @@ pub const OPEN_WASM: &[u8] = compiled_module!("open");
 pub const MEMGROW_WASM: &[u8] = compiled_module!("memgrow");
 /// Prints 1, 2, 3, ... one line every 50 ms, forever.
 pub const COUNT_WASM: &[u8] = compiled_module!("count");
+/// Prints "stdout is a terminal" when fd_fdstat_get says fd 1 is a character device, else
+/// "stdout is not a terminal (filetype <n>)".
+pub const TTY_WASM: &[u8] = compiled_module!("tty");
 
 /// A WASI 0.2 command component: `wasi:cli/run` exits 42 through
 /// `exit-with-code`; `#hello` returns, `#boom` traps, `#spin` loops forever.
@@ -61,6 +64,7 @@ pub const WASM_MODULES: &[(&str, &[u8])] = &[
     ("open", OPEN_WASM),
     ("memgrow", MEMGROW_WASM),
     ("count", COUNT_WASM),
+    ("tty", TTY_WASM),
     ("component", COMPONENT_WASM),
 ];
 

@@ -67,6 +67,11 @@ pub fn enter(config: &ChildConfig, before_pivot: &dyn Fn() -> Result<()>) -> Res
     // As runc, a missing working directory is created, as root and before
     // the root turns read-only; if that fails, the chdir later says why.
     let _ = std::fs::create_dir_all(&config.cwd);
+    // As runc: the terminal is made in the new root's devpts, after the
+    // spec's mounts and before the root turns read-only.
+    if let Some(terminal) = &config.terminal {
+        crate::console::setup(terminal, crate::console::For::Container)?;
+    }
     for target in readonly_later {
         let inside = Path::new("/").join(target.strip_prefix(rootfs).unwrap_or(&target));
         super::paths::remount_readonly(&inside, MsFlags::empty())?;

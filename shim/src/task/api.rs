@@ -203,8 +203,10 @@ impl Task for Service {
         unsupported("checkpoint")
     }
 
-    async fn resize_pty(&self, _: &TtrpcContext, _: api::ResizePtyRequest) -> TtrpcResult<Empty> {
-        unsupported("resize_pty (there is no terminal)")
+    async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
+        let exec = self.resize_exec(&req);
+        on_process("resize_pty", &req.exec_id, self.resize_task(&req), exec).await?;
+        Ok(Empty::default())
     }
 
     async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {

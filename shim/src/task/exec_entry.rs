@@ -13,6 +13,8 @@ pub(super) struct ExecEntry {
     /// The process spec, JSON as containerd sent it.
     pub(super) spec: Vec<u8>,
     pub(super) stdio: [String; 3],
+    /// Whether the process has a terminal (its stdout is the terminal's).
+    pub(super) terminal: bool,
     pub(super) pid: Option<Pid>,
     pub(super) stdio_hold: Option<StdioHold>,
 }

@@ -40,6 +40,7 @@ struct Launch {
     cgroup: Option<crate::cgroup::Cgroup>,
     spec: Vec<u8>,
     stdio: [String; 3],
+    terminal: bool,
 }
 
 /// Exec `exec_id` of task `id`, or NotFound naming what is missing.
@@ -80,11 +81,6 @@ impl Service {
                 }
             )));
         }
-        if req.terminal {
-            return Err(Fail::invalid(format!(
-                "{what}: terminal: true is not supported by the wasmtime shim (exec without a tty)"
-            )));
-        }
         if task.execs.contains_key(exec_id) {
             return Err(Fail::already_exists(format!("{what} already exists")));
         }
@@ -93,7 +89,7 @@ impl Service {
             .as_ref()
             .map(|any| any.value.clone())
             .unwrap_or_default();
-        crate::exec::check_process(&what, &spec)?;
+        crate::exec::check_process(&what, &spec, req.terminal)?;
         let (status, _) = watch::channel(Status::Created);
         task.execs.insert(
             exec_id.clone(),
@@ -101,6 +97,7 @@ impl Service {
                 status,
                 spec,
                 stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+                terminal: req.terminal,
                 pid: None,
                 stdio_hold: None,
             },
@@ -137,7 +134,7 @@ impl Service {
             &self.0.reaper,
             target,
             &launch.spec,
-            &launch.stdio,
+            (&launch.stdio, launch.terminal),
         )
         .await;
         let mut tasks = self.table().await;
@@ -215,6 +212,7 @@ impl Service {
             cgroup,
             spec: exec.spec.clone(),
             stdio: exec.stdio.clone(),
+            terminal: exec.terminal,
         })
     }
 
@@ -317,10 +315,22 @@ impl Service {
             stdin: exec.stdio[0].clone(),
             stdout: exec.stdio[1].clone(),
             stderr: exec.stdio[2].clone(),
+            terminal: exec.terminal,
             exit_status: exit.map_or(0, |e| e.code),
             exited_at: exit.map(|e| timestamp(e.at)).into(),
             ..Default::default()
         })
+    }
+
+    pub async fn resize_exec(&self, req: &api::ResizePtyRequest) -> RpcResult<()> {
+        let tasks = self.table().await;
+        let exec = exec_in(&tasks, &req.id, &req.exec_id)?;
+        match exec.stdio_hold.as_ref() {
+            Some(hold) => hold
+                .resize(size_of(req))
+                .map_err(|e| Fail::internal(format!("{e:#}"))),
+            None => Ok(()),
+        }
     }
 
     pub async fn close_exec_stdin(&self, req: &api::CloseIORequest) -> RpcResult<()> {
@@ -332,5 +342,14 @@ impl Service {
             hold.close_stdin();
         }
         Ok(())
+    }
+}
+
+/// ResizePty's window size.
+pub(super) fn size_of(req: &api::ResizePtyRequest) -> crate::console::Size {
+    let clamp = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
+    crate::console::Size {
+        rows: clamp(req.height),
+        cols: clamp(req.width),
     }
 }

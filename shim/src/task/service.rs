@@ -33,6 +33,8 @@ pub(super) struct TaskEntry {
     status: watch::Sender<Status>,
     pub(super) bundle: PathBuf,
     stdio: [String; 3],
+    /// Whether its process has a terminal.
+    terminal: bool,
     /// What the task owns once Create has made it.
     pub(super) live: Option<Live>,
     /// The processes exec'd into it, by exec id.
@@ -172,6 +174,7 @@ impl Service {
                     status,
                     bundle: PathBuf::from(&req.bundle),
                     stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+                    terminal: req.terminal,
                     live: None,
                     execs: HashMap::new(),
                 },
@@ -496,6 +499,7 @@ impl Service {
             stdin: task.stdio[0].clone(),
             stdout: task.stdio[1].clone(),
             stderr: task.stdio[2].clone(),
+            terminal: task.terminal,
             exit_status: exit.map_or(0, |e| e.code),
             exited_at: exit.map(|e| timestamp(e.at)).into(),
             ..Default::default()
@@ -583,6 +587,18 @@ impl Service {
         if tasks.is_empty() {
             log::info!("shutdown: no tasks left, exiting");
             self.0.exit.signal();
+        }
+    }
+
+    pub async fn resize_task(&self, req: &api::ResizePtyRequest) -> RpcResult<()> {
+        let tasks = self.table().await;
+        let task = tasks.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let hold = task.live.as_ref().and_then(|live| live.stdio_hold.as_ref());
+        match hold {
+            Some(hold) => hold
+                .resize(super::exec_rpcs::size_of(req))
+                .map_err(|e| Fail::internal(format!("task {}: {e:#}", req.id))),
+            None => Ok(()),
         }
     }
 

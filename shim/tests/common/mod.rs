@@ -8,6 +8,7 @@ pub mod cri;
 mod events;
 mod mounts;
 mod procs;
+pub mod pty;
 mod run;
 mod tasks;
 mod versions;
