@@ -191,3 +191,63 @@ fn a_spec_without_a_cgroups_path_still_gets_a_cgroup() {
         assert!(!dir.exists(), "{runtime}: {} is left", dir.display());
     }
 }
+
+/// A systemd-form `linux.cgroupsPath` (`slice:prefix:name`, what
+/// containerd 1.6 and 1.7 make from critest's pods) on a host without
+/// systemd: runc's cgroupfs driver takes it as a path below its own
+/// cgroup, and so does this shim; the limit holds and the cgroup goes.
+#[test]
+fn a_systemd_form_cgroups_path_without_systemd_is_a_path_as_under_runc() {
+    let Some(ctrd) = containerd() else { return };
+    if std::path::Path::new("/run/systemd/system").exists() {
+        eprintln!("skipping: systemd runs this host, which takes the path as its unit's");
+        return;
+    }
+    let rootfs = ctrd.probe_rootfs("systemd-form-rootfs");
+    let mut seen = Vec::new();
+    for (runtime, id) in [
+        ("io.containerd.runc.v2", "systemd-form-runc"),
+        (common::RUNTIME, "systemd-form-ours"),
+    ] {
+        let spec_for = |args: &[&str]| {
+            let mut spec = ctrd.default_spec(&rootfs, id, args);
+            spec["linux"]["cgroupsPath"] = format!("e2e-test.slice:cri-containerd:{id}").into();
+            spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64 << 20});
+            spec
+        };
+        let report = ctrd.run_config(runtime, id, &spec_for(&["/probe"]));
+        assert_eq!(report.code, 0, "{runtime}: {report:?}");
+        let cgroups: Vec<String> = report
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("cgroup: "))
+            .map(|l| l.replace(id, "<id>"))
+            .collect();
+        assert!(
+            cgroups
+                .iter()
+                .any(|l| l.ends_with("/e2e-test.slice:cri-containerd:<id>")),
+            "{runtime}: {cgroups:?}"
+        );
+        let oom = ctrd.run_config(runtime, id, &spec_for(&["/probe", "alloc", "512"]));
+        assert_eq!(oom.code, 137, "{runtime}: the limit did not hold: {oom:?}");
+        ctrd.assert_clean(id);
+        for line in &cgroups {
+            let mut fields = line.splitn(3, ':');
+            let (controllers, path) = (fields.nth(1).unwrap_or(""), fields.next().unwrap_or(""));
+            let unified = std::path::Path::new("/sys/fs/cgroup/unified").exists();
+            let dir = match controllers {
+                "" if unified => "/sys/fs/cgroup/unified".to_string(),
+                "" => "/sys/fs/cgroup".to_string(),
+                c => format!("/sys/fs/cgroup/{}", c.trim_start_matches("name=")),
+            };
+            let dir = format!("{dir}{}", path.replace("<id>", id));
+            assert!(
+                !std::path::Path::new(&dir).exists(),
+                "{runtime}: {dir} is left"
+            );
+        }
+        seen.push(cgroups);
+    }
+    assert_eq!(seen[0], seen[1], "runc's cgroups, then this shim's");
+}

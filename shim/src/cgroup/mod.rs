@@ -38,12 +38,19 @@ struct Hierarchies {
     v1: bool,
 }
 
-/// The cgroup for `path` (not created yet).
+/// The cgroup for `path` (not created yet): an absolute path from each
+/// hierarchy's root, a systemd-form one (`slice:prefix:name`) where
+/// systemd runs as its unit's place, any other relative one (a
+/// systemd-form path too on a host without systemd, as critest's pods on
+/// containerd 1.6 and 1.7 get) below the cgroup of the process that
+/// creates it, as runc's cgroupfs driver takes it.
 pub fn locate(path: &str) -> anyhow::Result<Cgroup> {
-    if is_systemd_form(path) && !Path::new("/run/systemd/system").exists() {
-        bail!(
-            "linux.cgroupsPath {path} is in systemd's slice:prefix:name form, but systemd is not running on this host (configure the cgroupfs driver: SystemdCgroup = false)"
-        );
+    if path.split('/').any(|part| part == "..") {
+        bail!("linux.cgroupsPath {path} must not contain '..'");
+    }
+    let systemd = is_systemd_form(path) && Path::new("/run/systemd/system").exists();
+    if !path.starts_with('/') && !systemd {
+        return below_own(path, "linux.cgroupsPath");
     }
     let relative = relative_path(path)?;
     let hierarchies = mounted_hierarchies()?;
@@ -71,17 +78,22 @@ pub fn of_spec(spec: &oci_spec::runtime::Spec, id: &str) -> anyhow::Result<Cgrou
     if id.is_empty() || id.contains('/') || id == "." || id == ".." {
         bail!("task id {id:?} cannot name a cgroup (the spec has no linux.cgroupsPath)");
     }
+    below_own(id, "the default linux.cgroupsPath")
+}
+
+/// `relative` below this process's cgroup in each hierarchy.
+fn below_own(relative: &str, what: &str) -> anyhow::Result<Cgroup> {
     let own = std::fs::read_to_string("/proc/self/cgroup").context("read /proc/self/cgroup")?;
     let hierarchies = mounted_hierarchies()?;
     let mut dirs = Vec::with_capacity(hierarchies.roots.len());
     for (root, controllers) in hierarchies.roots.iter().zip(&hierarchies.controllers) {
         let path = own_path(&own, controllers).with_context(|| {
             format!(
-                "find this process's cgroup in {} for the default linux.cgroupsPath",
+                "find this process's cgroup in {} for {what}",
                 root.display()
             )
         })?;
-        dirs.push(root.join(path.trim_start_matches('/')).join(id));
+        dirs.push(root.join(path.trim_start_matches('/')).join(relative));
     }
     Ok(Cgroup {
         dirs,
@@ -327,9 +339,6 @@ fn hierarchies(mountinfo: &str) -> Hierarchies {
 /// The cgroup path relative to a hierarchy's root. A systemd-style path
 /// (`slice:prefix:name`) is expanded the way systemd lays out its units.
 fn relative_path(path: &str) -> anyhow::Result<PathBuf> {
-    if path.split('/').any(|part| part == "..") {
-        bail!("linux.cgroupsPath {path} must not contain '..'");
-    }
     if is_systemd_form(path) {
         let mut parts = path.splitn(3, ':');
         let (slice, prefix, name) = (
@@ -497,7 +506,8 @@ mod tests {
             relative_path(":cri:abc").unwrap(),
             PathBuf::from("system.slice/cri-abc.scope")
         );
-        assert!(relative_path("/a/../../etc").is_err());
+        assert!(locate("/a/../../etc").is_err());
+        assert!(locate("a/../../etc").is_err());
         assert!(relative_path("bad:x:y").is_err());
     }
 }
