@@ -250,6 +250,7 @@ fn prepare_wasm(
     bytes: &[u8],
     cache: Option<&mut CacheLink>,
 ) -> Result<Ready> {
+    crate::title::take_program_name(&config.args);
     // Seccomp is in force from here: the module is compiled under it, and
     // every thread started later (compiler, signals, server) inherits it.
     sandbox::drop_privileges(&config, Workload::Wasm)?;

@@ -43,6 +43,7 @@ pub mod sandbox;
 pub mod signals;
 pub mod spawn;
 pub mod spec;
+pub mod title;
 pub mod unsupported;
 #[cfg(feature = "runtime")]
 pub mod wasm;

@@ -181,7 +181,10 @@ fn twenty_wasm_containers_of_a_pod_share_one_shim() {
     let started = start.elapsed();
     assert_eq!(one_shim(&cri), shim);
     let children = children_of(shim);
-    let wasm = children.iter().filter(|pid| is_wasm_child(**pid)).count();
+    let wasm = children
+        .iter()
+        .filter(|pid| common::is_wasm_child(**pid))
+        .count();
     assert_eq!(
         (children.len(), wasm),
         (21, 20),
@@ -209,15 +212,6 @@ fn shim_and_children(shim: i32) -> Vec<i32> {
     let mut pids = children_of(shim);
     pids.push(shim);
     pids
-}
-
-/// Whether `pid` is the shim's `__child` running a Wasm guest (a native
-/// container's child has exec'd its program).
-fn is_wasm_child(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .any(|arg| arg == b"__child")
 }
 
 #[test]
@@ -365,7 +359,8 @@ fn assert_used(stats: &api::ContainerStats) {
 
 /// A pod that shares its process namespace (`shareProcessNamespace`):
 /// every container enters the pause container's PID namespace by the path
-/// the CRI names, Wasm and native alike.
+/// the CRI names, Wasm and native alike, and each process shows there by
+/// its program's name (what `ps` in a sidecar lists).
 #[test]
 fn containers_of_a_pod_that_shares_its_pid_namespace_see_each_other() {
     let Some(cri) = cri() else { return };
@@ -379,11 +374,22 @@ fn containers_of_a_pod_that_shares_its_pid_namespace_see_each_other() {
     let seen = String::from_utf8_lossy(&out.stdout).into_owned();
     let init = cri.exec_sync(&sidecar, &["/bin/busybox", "cat", "/proc/1/cmdline"]);
     assert_eq!(init.unwrap().stdout, b"/pause\0", "{seen}");
+    // The Wasm container's process is named after its program, as the
+    // native one is: its command line is its args, its comm the module's.
     assert!(
-        seen.contains("__child"),
-        "the Wasm container's process: {seen}"
+        seen.lines().any(|l| l.trim_end() == "/sleep.wasm"),
+        "{seen}"
     );
+    assert!(!seen.contains("__child"), "{seen}");
     assert!(seen.contains("sleep 1000"), "{seen}");
+    let comms = cri
+        .exec_sync(
+            &sidecar,
+            &["/bin/busybox", "sh", "-c", "cat /proc/[0-9]*/comm"],
+        )
+        .unwrap();
+    let comms = String::from_utf8_lossy(&comms.stdout).into_owned();
+    assert!(comms.lines().any(|l| l == "sleep.wasm"), "{comms}");
     finish(&cri, &pod);
 }
 

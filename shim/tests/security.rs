@@ -34,7 +34,7 @@ for p in /proc/[0-9]*; do
   done
   if ( : >> $p/exe ) 2>/dev/null; then echo "WROTE $p/exe"; fi
   if ( exec 3< $p/exe ) 2>/dev/null; then
-    case "$cmd" in *__child*|*__exec*) echo "OPENED $p/exe";; esac
+    case "$cmd" in *__child*|*__exec*|*.wasm*) echo "OPENED $p/exe";; esac
   fi
   if cat $p/root$MARKER 2>/dev/null; then echo "HOST $p/root"; fi
 done
@@ -136,12 +136,7 @@ fn wasm_children(cri: &Cri) -> Vec<i32> {
     shim_pids(cri.dir())
         .into_iter()
         .flat_map(children_of)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .split(|b| *b == 0)
-                .any(|arg| arg == b"__child")
-        })
+        .filter(|pid| common::is_wasm_child(*pid))
         .collect()
 }
 
@@ -188,7 +183,7 @@ fn a_root_sidecar_cannot_write_the_cache_the_binary_or_reach_the_host() {
     assert!(
         report
             .lines()
-            .any(|l| l.starts_with("SEEN") && l.contains("__child")),
+            .any(|l| l.starts_with("SEEN") && l.contains("/sleep.wasm")),
         "the scan must see the Wasm child: {report}"
     );
     let broken = lines_with(&report, &["WROTE", "OPENED", "HOST", "LISTED", "HOST-ONLY"]);
@@ -253,7 +248,7 @@ fn assert_reaches_none_of_ours(cri: &Cri, sidecar: &str) {
     let ours: Vec<&str> = attack
         .lines()
         .filter_map(|l| l.strip_prefix("SEEN "))
-        .filter(|l| l.contains("__child") || l.contains("__exec"))
+        .filter(|l| l.contains(".wasm") || l.contains("__child") || l.contains("__exec"))
         .filter_map(|l| l.split(' ').next())
         .collect();
     assert!(

@@ -105,3 +105,14 @@ pub fn cgroup_pids(path: &str) -> Vec<i32> {
     }
     pids
 }
+
+/// Whether `pid` is a container's child running a Wasm guest: named after
+/// its module (`/x.wasm` or `/x.wasm#func`, as every Wasm test image's
+/// args[0] is), or still the shim's `__child` while it prepares.
+pub fn is_wasm_child(pid: i32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut args = cmdline.split(|b| *b == 0);
+    let first = String::from_utf8_lossy(args.next().unwrap_or_default()).into_owned();
+    let module = first.split('#').next().unwrap_or_default();
+    module.ends_with(".wasm") || cmdline.split(|b| *b == 0).any(|arg| arg == b"__child")
+}
