@@ -15,7 +15,7 @@ use crate::spec::{ChildConfig, child_config, load, pid_namespace_path};
 use crate::wasm::{GuestEnv, Prepared, prepare, run, split_entry};
 
 /// What runs at Start, checked and ready.
-enum Ready {
+pub(crate) enum Ready {
     Native(crate::native::Program),
     Wasm(Box<(ChildConfig, Prepared)>),
 }
@@ -96,22 +96,24 @@ pub fn main(args: &[String]) -> ! {
             crate::diagnose!("{}", error.chain());
             std::process::exit(EXEC_FAILED)
         }
-        Ready::Wasm(ready) => {
-            let (config, prepared) = *ready;
-            let guest = GuestEnv {
-                args: &config.args,
-                env: &config.env,
-                cwd: &config.cwd,
-                memory_limit: config.memory_limit,
-            };
-            let threads = crate::wasm::engine::cpus(config.cpu_limit);
-            let result = run(prepared, &guest, threads, &signals::received);
-            if let Some(message) = result.message {
-                crate::diagnose!("{message}");
-            }
-            std::process::exit(result.status)
-        }
+        Ready::Wasm(ready) => run_wasm(*ready),
     }
+}
+
+/// Runs a prepared guest and exits with its status (DESIGN §2).
+pub(crate) fn run_wasm((config, prepared): (ChildConfig, Prepared)) -> ! {
+    let guest = GuestEnv {
+        args: &config.args,
+        env: &config.env,
+        cwd: &config.cwd,
+        memory_limit: config.memory_limit,
+    };
+    let threads = crate::wasm::engine::cpus(config.cpu_limit);
+    let result = run(prepared, &guest, threads, &signals::received);
+    if let Some(message) = result.message {
+        crate::diagnose!("{message}");
+    }
+    std::process::exit(result.status)
 }
 
 /// `<id> <bundle> [ARTIFACT_FLAG]`.
@@ -130,7 +132,7 @@ fn parse_args(args: &[String]) -> Result<(String, PathBuf, bool)> {
 /// Finds args[0] with the spec's PATH and opens it, both as the
 /// container's user (`sandbox::identity`): a file that user may not read
 /// is refused by name, as an execve of it would be.
-fn open_entry(config: &ChildConfig, name: &str) -> Result<(PathBuf, File)> {
+pub(crate) fn open_entry(config: &ChildConfig, name: &str) -> Result<(PathBuf, File)> {
     let user = sandbox::identity::User::of(config);
     sandbox::identity::as_user(&user, || {
         let found = crate::native::resolve(name, &config.env)?;
@@ -145,7 +147,7 @@ fn open_entry(config: &ChildConfig, name: &str) -> Result<(PathBuf, File)> {
 }
 
 /// The first bytes of a file, enough to tell its kind.
-fn head(file: &File, name: &str) -> Result<Vec<u8>> {
+pub(crate) fn head(file: &File, name: &str) -> Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let mut bytes = vec![0u8; 8];
     let n = file.read_at(&mut bytes, 0).map_err(|e| Error::Module {
@@ -215,7 +217,7 @@ fn prepare_in_sandbox(
         return prepare_wasm(config, &module_arg, &bytes, cache);
     }
     let (name, _) = split_entry(&config.args[0]);
-    let (found, mut file) = open_entry(&config, name)?;
+    let (found, file) = open_entry(&config, name)?;
     let path = config.cwd.join(&found);
     if detect(&head(&file, name)?) == Kind::Native {
         drop(file);
@@ -229,22 +231,33 @@ fn prepare_in_sandbox(
         let program = crate::native::prepare(&path, &config.args, &config.env)?;
         return Ok(Ready::Native(program));
     }
+    let (module_arg, bytes) = read_module(&config, &found, file, name)?;
+    prepare_wasm(config, &module_arg, &bytes, cache)
+}
+
+/// The module's bytes from its opened file, and the argument that names
+/// it (with `#func` when args[0] names a function).
+pub(crate) fn read_module(
+    config: &ChildConfig,
+    found: &std::path::Path,
+    mut file: File,
+    name: &str,
+) -> Result<(String, Vec<u8>)> {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| Error::Module {
         path: name.to_string(),
         reason: format!("cannot read it in the container's rootfs: {e}"),
     })?;
-    drop(file);
     let module_arg = match config.args[0].split_once('#') {
         Some((_, func)) => format!("{}#{func}", found.display()),
         None => found.display().to_string(),
     };
-    prepare_wasm(config, &module_arg, &bytes, cache)
+    Ok((module_arg, bytes))
 }
 
 /// Compiles and links a module whose bytes are read: `module_arg` is its
 /// path, with `#func` when args[0] names a function.
-fn prepare_wasm(
+pub(crate) fn prepare_wasm(
     config: ChildConfig,
     module_arg: &str,
     bytes: &[u8],

@@ -40,20 +40,39 @@ pub fn main(args: &[String]) -> ! {
         crate::fork::fork_into(pid_ns, &mut status, &mut control)?;
         prepare(config)
     });
-    let program = match program {
-        Ok(program) => program,
+    let ready = match program {
+        Ok(ready) => ready,
         Err(e) => {
             protocol::report(status, Err(&e.chain()));
             std::process::exit(FAILURE);
         }
     };
-    protocol::report(status, Ok(Workload::Native));
+    let workload = match &ready {
+        Ready::Native(_) => Workload::Native,
+        #[cfg(feature = "runtime")]
+        Ready::Wasm(_) => Workload::Wasm,
+    };
+    protocol::report(status, Ok(workload));
     if !protocol::await_start(control) {
         std::process::exit(FAILURE);
     }
-    let error = native::exec(&program);
-    crate::diagnose!("{}", error.chain());
-    std::process::exit(EXEC_FAILED)
+    match ready {
+        Ready::Native(program) => {
+            let error = native::exec(&program);
+            crate::diagnose!("{}", error.chain());
+            std::process::exit(EXEC_FAILED)
+        }
+        #[cfg(feature = "runtime")]
+        Ready::Wasm(ready) => crate::child::run_wasm(*ready),
+    }
+}
+
+/// What the exec runs at Start: a native program, or a Wasm module of
+/// the container's root as a new instance in the container's sandbox.
+enum Ready {
+    Native(Program),
+    #[cfg(feature = "runtime")]
+    Wasm(Box<(ChildConfig, crate::wasm::Prepared)>),
 }
 
 /// Everything up to the PID namespace: the process's config, the
@@ -93,14 +112,43 @@ pub fn parse_process(json: &[u8]) -> Result<oci_spec::runtime::Process> {
     Ok(process)
 }
 
-fn prepare(mut config: ChildConfig) -> Result<Program> {
+fn prepare(mut config: ChildConfig) -> Result<Ready> {
     native::fill_home(&mut config.env, config.uid);
-    let found = native::resolve(&config.args[0], &config.env)?;
-    let path = config.cwd.join(found);
     if let Some(terminal) = &config.terminal {
         crate::console::setup(terminal, crate::console::For::Exec)?;
     }
+    #[cfg(feature = "runtime")]
+    if let Some(ready) = prepare_wasm(&config)? {
+        return Ok(ready);
+    }
+    let found = native::resolve(&config.args[0], &config.env)?;
+    let path = config.cwd.join(found);
     native::close_on_exec_above_stdio()?;
     sandbox::drop_privileges(&config, Workload::Native)?;
-    native::prepare(&path, &config.args, &config.env)
+    native::prepare(&path, &config.args, &config.env).map(Ready::Native)
+}
+
+/// When args[0] (before a `#func`) is a Wasm module in the container's
+/// root, found and read as the exec's user: the module compiled (in this
+/// process, under the container's seccomp profile, charged to its
+/// cgroup) and linked, as the container's child prepares its own.
+#[cfg(feature = "runtime")]
+fn prepare_wasm(config: &ChildConfig) -> Result<Option<Ready>> {
+    let (name, _) = crate::wasm::split_entry(&config.args[0]);
+    let Ok((found, file)) = crate::child::open_entry(config, name) else {
+        // Not there, or not readable: the native path says which.
+        return Ok(None);
+    };
+    let kind = crate::kind::detect(&crate::child::head(&file, name)?);
+    if !matches!(
+        kind,
+        crate::kind::Kind::CoreModule | crate::kind::Kind::Component
+    ) {
+        return Ok(None);
+    }
+    let (module_arg, bytes) = crate::child::read_module(config, &found, file, name)?;
+    match crate::child::prepare_wasm(config.clone(), &module_arg, &bytes, None)? {
+        crate::child::Ready::Wasm(ready) => Ok(Some(Ready::Wasm(ready))),
+        crate::child::Ready::Native(program) => Ok(Some(Ready::Native(program))),
+    }
 }

@@ -124,8 +124,9 @@ fn spawn(what: &str, name: &str, body: impl FnOnce() + Send + 'static) -> anyhow
         .with_context(|| format!("{what}: start the terminal's {name} thread"))
 }
 
-/// Waits until `fd` is readable or `stop` is closed; true for `fd`.
-fn wait_readable(fd: &impl AsFd, stop: &impl AsFd) -> bool {
+/// Waits until `fd` is readable or `stop` is closed (or written); true
+/// when `fd` is ready and `stop` is not.
+pub fn wait_readable(fd: &impl AsFd, stop: &impl AsFd) -> bool {
     let mut fds = [
         PollFd::new(fd.as_fd(), PollFlags::POLLIN),
         PollFd::new(stop.as_fd(), PollFlags::POLLIN),

@@ -9,14 +9,13 @@
 //! a write end of a stdin fifo (see [`StdinHold`]).
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::pipe2;
 
@@ -133,20 +132,7 @@ fn hold(inotify: Inotify, writer: File) -> anyhow::Result<StdinHold> {
     std::thread::Builder::new()
         .name("stdin-watch".into())
         .spawn(move || {
-            let mut fds = [
-                PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
-                PollFd::new(stop_r.as_fd(), PollFlags::POLLIN),
-            ];
-            loop {
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) => break,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(_) => return,
-                }
-            }
-            let closed = fds[0]
-                .revents()
-                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let closed = crate::console::wait_readable(&inotify, &stop_r);
             if let (true, Some(writer)) = (closed, held.upgrade()) {
                 writer.lock().unwrap_or_else(|e| e.into_inner()).take();
             }

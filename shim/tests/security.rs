@@ -303,20 +303,30 @@ fn assert_read_only(exe: &std::fs::File, when: &str) {
 }
 
 /// A sidecar that watches every new pid while 200 ExecSync calls go into
-/// the pod and 50 Wasm containers start in it never reaches a host file
+/// the pod, 30 modules are exec'd into its Wasm container and 50 Wasm
+/// containers start in it never reaches a host file
 /// through a helper's `/proc/<pid>/root`, never opens one's binary for
 /// writing and never sees a cache entry among its descriptors.
 #[test]
 fn helpers_and_children_are_never_exposed_while_they_start() {
     let _alone = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let Some(cri) = cri() else { return };
-    cri.import(&["hello", "busybox"]);
+    cri.import(&["hello", "sleep", "busybox"]);
     let marker = Marker::new();
     let pod = cri.shared_pid_pod("watched");
     let watcher = run_running(&cri, &pod, busybox(&pod, "watcher", WATCH, &marker));
     for _ in 0..200 {
         let out = cri
             .exec_sync(&watcher, &["/bin/busybox", "true"])
+            .unwrap_or_else(|e| panic!("ExecSync: {e:?}\n{}", cri.log_tail()));
+        assert_eq!(out.exit_code, 0);
+    }
+    // Modules exec'd into a Wasm container: each helper forks, compiles
+    // the module in the container's sandbox and runs it, in sight.
+    let wasm = run_running(&cri, &pod, pod.container("wasm", "sleep", &[]));
+    for _ in 0..30 {
+        let out = cri
+            .exec_sync(&wasm, &["/sleep.wasm", "0"])
             .unwrap_or_else(|e| panic!("ExecSync: {e:?}\n{}", cri.log_tail()));
         assert_eq!(out.exit_code, 0);
     }

@@ -152,18 +152,20 @@ fn exec_on_a_terminal_runs_typed_commands() {
     ctrd.stop_and_remove(id, "SIGKILL");
 }
 
-/// kubelet's `crictl`, from the project's tools (`../shared/tools`, or
-/// `CRICTL`); under `make test` a missing one is a failure.
+/// kubelet's `crictl`: `CRICTL`, else the machine's tools beside the
+/// checkout (`../shared/tools`, as on the machines this project is built
+/// on); under `make test` a missing one is a failure.
 fn crictl() -> Option<std::path::PathBuf> {
-    let path = match std::env::var_os("CRICTL") {
-        Some(path) => std::path::PathBuf::from(path),
-        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/tools/cri-tools-1.34.0/crictl"),
+    const TOOL: &str = "shared/tools/cri-tools-1.34.0/crictl";
+    let beside = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let candidates: Vec<std::path::PathBuf> = match std::env::var_os("CRICTL") {
+        Some(path) => vec![path.into()],
+        None => vec![beside.join(TOOL), std::path::Path::new("/work").join(TOOL)],
     };
-    if path.exists() {
-        return Some(path);
+    if let Some(found) = candidates.iter().find(|p| p.exists()) {
+        return Some(found.clone());
     }
-    let why = format!("crictl is missing at {}", path.display());
+    let why = format!("crictl is missing (looked at {candidates:?}; set CRICTL)");
     assert!(std::env::var_os("REQUIRE_MATRIX").is_none(), "{why}");
     eprintln!("skipping: {why}");
     None

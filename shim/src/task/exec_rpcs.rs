@@ -1,8 +1,9 @@
 //! The RPCs on processes exec'd into a task (requests with an exec id):
 //! Exec records one, Start runs it, and Kill, Wait, State, CloseIO and
 //! Delete act on it. An exec goes through the same lifecycle table as its
-//! task, from Created on. Only native containers take execs: a Wasm
-//! guest is one instance in one process, with no program to exec.
+//! task, from Created on. A Wasm container takes them too: an exec of a
+//! module of its root runs as a new instance in its sandbox (executor's
+//! exec.rs), an exec of a native program it holds runs natively.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -11,7 +12,6 @@ use containerd_shim::api;
 use containerd_shim::protos::events::task::{TaskExecAdded, TaskExecStarted, TaskExit};
 use containerd_shim::protos::topics;
 use containerd_shim::protos::types::task::Status as ApiStatus;
-use executor::protocol::Workload;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
@@ -19,9 +19,6 @@ use super::exec_entry::ExecEntry;
 use super::lifecycle::{Event, Exit, Status, next};
 use super::service::{RpcResult, Service, TaskEntry, not_found, timestamp};
 use crate::errors::Fail;
-
-/// The sentence a user of `kubectl exec` or an exec probe sees.
-pub const WASM_EXEC_REFUSED: &str = "exec is not supported for Wasm containers";
 
 fn name(id: &str, exec_id: &str) -> String {
     format!("{id} exec {exec_id}")
@@ -65,13 +62,9 @@ impl Service {
         let what = format!("exec {exec_id} in task {id}");
         let mut tasks = self.table().await;
         let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
-        let live = task
-            .live
+        task.live
             .as_ref()
             .ok_or_else(|| Fail::precondition(format!("{what}: the task is not created yet")))?;
-        if live.workload == Workload::Wasm {
-            return Err(Fail::unimplemented(format!("{what}: {WASM_EXEC_REFUSED}")));
-        }
         if task.status() != Status::Running {
             return Err(Fail::precondition(format!(
                 "{what}: the task {}",

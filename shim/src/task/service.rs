@@ -47,8 +47,6 @@ pub(super) struct Live {
     control: Option<File>,
     stdio_hold: Option<crate::stdio::StdioHold>,
     pub(super) resources: Resources,
-    /// Whether it runs a Wasm guest or a native program.
-    pub(super) workload: executor::protocol::Workload,
 }
 
 impl TaskEntry {
@@ -198,10 +196,9 @@ impl Service {
             control: Some(created.control),
             stdio_hold: created.stdio_hold,
             resources: created.resources,
-            workload: created.workload,
         });
         entry.apply(&id, Event::Created)?;
-        log::info!("task {id}: created, pid {pid}");
+        log::info!("task {id}: created, pid {pid}, {:?}", created.workload);
         if let Some(cg) = entry.live.as_ref().and_then(|l| l.resources.cgroup()) {
             self.watch_oom(&id, cg);
         }

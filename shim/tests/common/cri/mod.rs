@@ -353,10 +353,20 @@ impl Cri {
         id: &str,
         cmd: &[&str],
     ) -> Result<api::ExecSyncResponse, tonic::Status> {
+        self.exec_sync_within(id, cmd, 10)
+    }
+
+    /// ExecSync with kubelet's `timeout` (seconds), as a probe sends it.
+    pub fn exec_sync_within(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<api::ExecSyncResponse, tonic::Status> {
         let req = api::ExecSyncRequest {
             container_id: id.into(),
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 10,
+            timeout,
         };
         self.call(self.runtime().exec_sync(req))
     }
