@@ -1,7 +1,8 @@
 //! Docker Engine on this shim: a private containerd 2.1.9 (the fixture of
 //! common/mod.rs, taken from forky's packages) and a private dockerd 28 on
 //! it with the containerd image store; the test images are `docker load`ed
-//! and run with `docker run --runtime io.containerd.wasmtime.v1`.
+//! and run with `docker run --runtime io.containerd.wasmtime.v1` (`-it` too,
+//! from a real terminal).
 //!
 //! The forky binaries come from `scripts/containerd-versions.sh
 //! .dev/versions`. Without them the test says so and passes, unless
@@ -367,12 +368,12 @@ fn docker_runs_wasm_containers_with_this_shim() {
 
     // `docker load` takes the OCI layout tarballs into containerd's
     // namespace of Docker.
-    for name in ["hello", "exit", "sleep"] {
+    for name in ["hello", "exit", "sleep", "tty"] {
         docker.load(name);
     }
     let images = ctrd.ctr_in(MOBY, &["images", "ls", "-q"]);
     let images = String::from_utf8_lossy(&images.stdout);
-    for name in ["hello", "exit", "sleep"] {
+    for name in ["hello", "exit", "sleep", "tty"] {
         assert!(images.lines().any(|l| l == image(name)), "{images}");
     }
 
@@ -390,6 +391,26 @@ fn docker_runs_wasm_containers_with_this_shim() {
     // (2) The guest's exit code is the container's.
     let run = docker.run(&["--rm"], "exit", &["42"]);
     assert_eq!(run.code, 42, "{run:?}\n{}", docker.logs());
+
+    // (5) `docker run -it`, from a real terminal: the guest's stdout is a
+    // terminal, as under `wasmtime run` in one.
+    let tty = image("tty");
+    let flags = [
+        "run",
+        "-it",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        PLATFORM,
+    ];
+    let mut all = flags.to_vec();
+    all.extend_from_slice(&["--network", "none", &tty]);
+    let client = common::pty::PtyClient::spawn(docker.command(&all), 24, 80, "docker run -it");
+    let (code, screen) = client.wait();
+    assert_eq!(code, 0, "{screen}\n{}", docker.logs());
+    let screen = screen.replace('\r', "");
+    assert!(screen.contains("stdout is a terminal\n"), "{screen:?}");
 
     // (3) `docker stop` of a guest asleep in a host call: SIGTERM ends it
     // at once, with 128 + 15.
