@@ -71,6 +71,8 @@ mod tests {
                 let good = comm == "server.wasm\n"
                     && cmdline.starts_with(wanted)
                     && cmdline[wanted.len()..].iter().all(|b| *b == 0);
+                // SAFETY: _exit ends the forked child without running the
+                // harness's destructors, which belong to the parent.
                 unsafe { libc::_exit(if good { 0 } else { 1 }) };
             }
             nix::unistd::ForkResult::Parent { child } => {

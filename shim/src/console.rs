@@ -263,6 +263,7 @@ mod tests {
                 cols: 101,
             })
             .unwrap();
+        // SAFETY: winsize is plain integers, for which zero is valid.
         let mut winsize: libc::winsize = unsafe { std::mem::zeroed() };
         // SAFETY: TIOCGWINSZ writes one winsize.
         assert_eq!(

@@ -22,6 +22,7 @@ const TASK_V2: &str = "containerd.task.v2.Task";
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
         .map_err(|e| anyhow::anyhow!("set up the shim log: {e}"))?;
+    let log_fifo = open_log_fifo();
     nix::sys::prctl::set_child_subreaper(true).context("become a child subreaper")?;
     let socket = flags.socket.trim_start_matches("unix://").to_string();
     if crate::start::answers(&flags.socket) {
@@ -80,8 +81,46 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     // The last task's delete event must reach containerd.
     service.flush_events().await;
+    // containerd drops what it has not read of the log when the shim's
+    // connection closes: the last lines (a refused Create's reason) must
+    // be read first.
+    if let Some(fifo) = &log_fifo {
+        read_by_containerd(fifo, LOG_DRAIN_LIMIT).await;
+    }
     server.shutdown().await.ok();
     Ok(())
+}
+
+/// How long an exiting shim waits for containerd to read its log.
+const LOG_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The log fifo (in the bundle the shim started in), opened once more to
+/// ask how much of it containerd has yet to read.
+fn open_log_fifo() -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("log");
+    fifo.ok()
+}
+
+/// Waits until nothing written to `fifo` is left unread, or `limit`.
+async fn read_by_containerd(fifo: &std::fs::File, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while unread(fifo) > 0 && start.elapsed() < limit {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The bytes in a pipe that its reader has not read (FIONREAD).
+fn unread(fifo: &std::fs::File) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to a valid pointer.
+    match unsafe { libc::ioctl(fifo.as_raw_fd(), libc::FIONREAD, &raw mut n) } {
+        0 => n,
+        _ => 0,
+    }
 }
 
 /// Points stdout at /dev/null: the `start` action reads our stdout until
@@ -91,4 +130,29 @@ fn release_stdout() -> anyhow::Result<()> {
     nix::unistd::dup2_stdout(&null).context("close stdout")?;
     let _ = null.as_raw_fd();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// The wait ends once the reader has taken every byte, not before.
+    #[tokio::test]
+    async fn waits_for_the_reader_of_the_log() {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        let (mut reader, mut writer) = (std::fs::File::from(reader), std::fs::File::from(writer));
+        writer.write_all(b"level=error msg=refused\n").unwrap();
+        assert_eq!(unread(&writer), 24);
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut line = [0u8; 24];
+            reader.read_exact(&mut line).unwrap();
+        });
+        let start = std::time::Instant::now();
+        read_by_containerd(&writer, std::time::Duration::from_secs(10)).await;
+        assert_eq!(unread(&writer), 0);
+        assert!(start.elapsed() >= std::time::Duration::from_millis(150));
+        late.join().unwrap();
+    }
 }
