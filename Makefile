@@ -85,6 +85,7 @@ test: deps versions build programs
 # The churn test at full size (make test runs a smaller one).
 soak: deps versions build programs
 	CHURN_CYCLES=2000 REQUIRE_MATRIX=1 $(CARGO) test --release -p containerd-shim-wasmtime --test churn
+	CRI_CHURN_PODS=2000 CRI_CHURN_CONTAINERS=1500 REQUIRE_MATRIX=1 $(CARGO) test --release -p containerd-shim-wasmtime --test cri_churn -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

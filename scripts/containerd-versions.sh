@@ -12,6 +12,11 @@
 #   containerd-2.1.9/usr/bin/{containerd,ctr,containerd-shim-runc-v2}        forky's containerd
 #   docker/usr/sbin/{dockerd,docker-proxy}, docker/usr/bin/{docker,docker-init}
 #                                                                            forky's docker.io and docker-cli
+#   nginx/usr/sbin/nginx, nginx/usr/share/nginx/html, nginx/etc/nginx/mime.types
+#                                                                            bookworm's nginx, for critest's
+#                                                                            stand-in web server images
+#   registry/usr/bin/docker-registry                                         bookworm's docker-registry, the
+#                                                                            loopback registry critest pulls from
 #   apt/                                                                     the private apt setup and its downloads
 # and prints one line per unpacked folder. A folder is fetched once: its
 # .packages stamp (the name=version of each package unpacked into it) is
@@ -37,7 +42,34 @@
 set -euo pipefail
 
 dest=$(realpath -m "${1:?usage: containerd-versions.sh DEST_DIR}")
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# Debian's archive as the system's apt sources name it (the first source
+# of a release suite, one without a '-security' or '-updates' part), unless
+# DEBIAN_MIRROR says otherwise.
+system_mirror() {
+    local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -r "$f" ] || continue
+        awk '$1 == "deb" { for (i = 2; i < NF; i++) if ($i ~ /^https?:/ && $(i + 1) !~ /-/) { print $i; exit } }' "$f"
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] || continue
+        awk 'BEGIN { RS = ""; FS = "\n" }
+             {
+                 uri = ""; main = 0
+                 for (i = 1; i <= NF; i++) {
+                     n = split($i, w, " ")
+                     if (w[1] == "URIs:") uri = w[2]
+                     if (w[1] == "Suites:") for (j = 2; j <= n; j++) if (w[j] !~ /-/) main = 1
+                 }
+                 if (main && uri != "") { print uri; exit }
+             }' "$f"
+    done
+}
+mirror=${DEBIAN_MIRROR:-$(system_mirror | grep -m1 -E '/debian/?$' || true)}
+if [ -z "$mirror" ]; then
+    echo "containerd-versions: no Debian archive in the system's apt sources; set DEBIAN_MIRROR" >&2
+    exit 1
+fi
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 
 # folder, suite, the upstream version the folder is named after, packages.
@@ -48,6 +80,8 @@ targets=(
     "containerd-1.7.24|trixie|1.7.24|containerd"
     "containerd-2.1.9|forky|2.1.9|containerd"
     "docker|forky||docker.io docker-cli tini-static"
+    "nginx|bookworm||nginx nginx-common"
+    "registry|bookworm||docker-registry"
 )
 
 apt_dir="$dest/apt"
@@ -58,6 +92,8 @@ binaries() {
     case "$1" in
     containerd-*) echo usr/bin/containerd usr/bin/ctr usr/bin/containerd-shim-runc-v2 ;;
     docker) echo usr/sbin/dockerd usr/bin/docker ;;
+    nginx) echo usr/sbin/nginx ;;
+    registry) echo usr/bin/docker-registry ;;
     esac
 }
 
@@ -75,6 +111,8 @@ version_of() {
     case "$1" in
     containerd-*) "$dir/usr/bin/containerd" --version ;;
     docker) echo "$("$dir/usr/sbin/dockerd" --version), CLI $("$dir/usr/bin/docker" --version)" ;;
+    nginx) "$dir/usr/sbin/nginx" -v 2>&1 ;;
+    registry) "$dir/usr/bin/docker-registry" --version ;;
     esac
 }
 
@@ -87,6 +125,7 @@ setup_apt() {
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
     : > "$apt_dir/status"
     cat > "$apt_dir/sources.list" <<EOF
+deb [signed-by=$keyring] $mirror bookworm main
 deb [signed-by=$keyring] $mirror trixie main
 deb [signed-by=$keyring] $mirror forky main
 EOF

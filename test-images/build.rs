@@ -36,6 +36,11 @@ const PROGRAMS: &[Program] = &[
         static_link: true,
     },
     Program {
+        name: "nnp",
+        sources: &["nnp.c"],
+        static_link: true,
+    },
+    Program {
         name: "attack",
         sources: &["attack.c"],
         static_link: true,

@@ -20,6 +20,7 @@ use crate::cache::{Cache, Compiler};
 use crate::cgroup::{self, Cgroup};
 use crate::errors::Fail;
 use crate::reaper::Reaper;
+use crate::steps;
 
 /// The file in the bundle that records the child's pid and start time, so
 /// that the `delete` action can find a child whose shim died, and never
@@ -133,13 +134,16 @@ async fn create_with(
 > {
     let id = &req.id;
     mount_rootfs(req, resources).await?;
+    steps::reached(id, "rootfs");
     let crate::stdio::Opened {
         fds: stdio,
         hold: stdio_hold,
     } = crate::stdio::open(&req.stdin, &req.stdout, &req.stderr)
         .map_err(|e| Fail::invalid(format!("task {id}: {e:#}")))?;
+    steps::reached(id, "stdio");
     let (stdio, terminal) = for_terminal(id, req.terminal, stdio)?;
     create_cgroup(spec, id, resources)?;
+    steps::reached(id, "cgroup");
     let (cache_socket, child_socket) = UnixStream::pair()
         .map_err(|e| Fail::internal(format!("task {id}: create the cache socket: {e}")))?;
     let clone = ChildSetup {
@@ -153,6 +157,7 @@ async fn create_with(
         flags,
     };
     let (child, pid, exit) = clone_child(reaper, clone)?;
+    steps::reached(id, "clone");
     let terminal = terminal.map(|(pending, _)| pending);
     // In a pod that shares its PID namespace (the spec names the pause
     // container's), the child forks into it once it has joined the
@@ -167,6 +172,7 @@ async fn create_with(
         // action finds the child by this file and kills it.
         write_pid_file(&resources.bundle, pid)
             .map_err(|e| Fail::internal(format!("task {id}: write {PID_FILE}: {e:#}")))?;
+        steps::reached(id, "pid-file");
         // On a miss the shim compiles the module itself, charged to the
         // container's cgroup.
         let compiler = Compiler {
@@ -198,6 +204,7 @@ async fn create_with(
                 Some(crate::stdio::StdioHold::with_console(stdio_hold, console))
             }
         };
+        steps::reached(id, "ready");
         Ok::<_, Fail>((ready, stdio_hold))
     }
     .await;

@@ -8,6 +8,7 @@ use containerd_shim::DeleteResponse;
 use containerd_shim::Flags;
 use containerd_shim::protos::protobuf::Message;
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use crate::container::{PID_FILE, read_pid_file, unmount};
 use crate::task::timestamp;
@@ -20,6 +21,9 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     };
     let recorded = read_pid_file(&bundle);
     let pid = recorded.map(|(pid, _)| pid);
+    let cgroup = executor::spec::load(&bundle)
+        .ok()
+        .and_then(|spec| crate::cgroup::of_spec(&spec, &flags.id).ok());
     // The start time is checked once the pidfd holds the process: a pid
     // reused after that check cannot be signalled through it.
     if let Some((pid, started)) = recorded
@@ -28,12 +32,18 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     {
         let _ = process.signal(Signal::SIGKILL);
         // A paused task dies only once thawed.
-        if let Ok(spec) = executor::spec::load(&bundle)
-            && let Ok(cg) = crate::cgroup::of_spec(&spec, &flags.id)
-        {
+        if let Some(cg) = &cgroup {
             let _ = cg.freeze(false);
         }
         wait_gone(pid, Duration::from_secs(5));
+    }
+    // The rest of the container's cgroup goes too, as runc's `delete
+    // --force` kills it: a fork in a pod's shared PID namespace (the
+    // container's process, not the recorded child), a child cloned before
+    // its pid was recorded, their children.
+    if let Some(cg) = &cgroup {
+        let _ = cg.signal_all(Signal::SIGKILL, Pid::from_raw(0), false);
+        wait_empty(cg, Duration::from_secs(5));
     }
     // Every step is tried, and any failure then fails the action, which is
     // how containerd learns of it (it logs the action's stderr).
@@ -41,8 +51,8 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     if let Err(e) = unmount(&bundle.join("rootfs")) {
         failures.push(format!("{e:#}"));
     }
-    if let Ok(spec) = executor::spec::load(&bundle)
-        && let Err(e) = crate::cgroup::of_spec(&spec, &flags.id).and_then(|cg| cg.remove())
+    if let Some(cg) = &cgroup
+        && let Err(e) = cg.remove()
     {
         failures.push(format!("{e:#}"));
     }
@@ -68,6 +78,15 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
 /// program and no longer shows the shim's.)
 fn is_our_child(pid: i32, started: u64) -> bool {
     executor::process_start_time(pid) == Some(started)
+}
+
+/// Waits until no process is left in `cg` (killed ones leave it once
+/// reaped, by init now that their shim is gone).
+fn wait_empty(cg: &crate::cgroup::Cgroup, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit && cg.procs().is_ok_and(|procs| !procs.is_empty()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Waits until the process is gone or a zombie (its parent died with the

@@ -18,6 +18,7 @@ mod reaper;
 mod serve;
 mod start;
 mod stdio;
+mod steps;
 mod task;
 mod version;
 

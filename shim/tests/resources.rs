@@ -1,6 +1,7 @@
 //! Resources through the Task API: metrics, pause and resume with their
 //! events, Update of a running task seen in the cgroup files, an Update
-//! below the current usage refused, and the `/tasks/oom` event.
+//! below the current usage refused, and the `/tasks/oom` event (also for
+//! ten containers OOM-killed at once).
 
 mod common;
 
@@ -144,6 +145,40 @@ fn a_kernel_oom_kill_is_an_oom_event() {
     assert_eq!(run.code, 137, "{run:?}");
     events.wait_for("/tasks/oom", "oom-1");
     ctrd.assert_clean("oom-1");
+}
+
+/// Ten containers OOM-killed at once: each ends with 137 and its own
+/// `/tasks/oom` event, and nothing of any is left.
+#[test]
+fn ten_oom_kills_at_once_each_end_with_their_status_and_event() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("probe");
+    let events = ctrd.events();
+    let ids: Vec<String> = (0..10).map(|n| format!("oom-many-{n}")).collect();
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let ctrd = &ctrd;
+                s.spawn(move || {
+                    ctrd.run_with(
+                        "probe",
+                        id,
+                        &["--memory-limit", "67108864"],
+                        &["/probe", "alloc", "512"],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (id, run) in ids.iter().zip(&runs) {
+        assert_eq!(run.code, 137, "{id}: {run:?}");
+    }
+    for id in &ids {
+        events.wait_for("/tasks/oom", id);
+        ctrd.assert_clean(id);
+    }
 }
 
 /// A spec without `linux.cgroupsPath` still gets a cgroup, as runc gives

@@ -152,32 +152,15 @@ fn exec_on_a_terminal_runs_typed_commands() {
     ctrd.stop_and_remove(id, "SIGKILL");
 }
 
-/// kubelet's `crictl`: `CRICTL`, else the machine's tools beside the
-/// checkout (`../shared/tools`, as on the machines this project is built
-/// on); under `make test` a missing one is a failure.
-fn crictl() -> Option<std::path::PathBuf> {
-    const TOOL: &str = "shared/tools/cri-tools-1.34.0/crictl";
-    let beside = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let candidates: Vec<std::path::PathBuf> = match std::env::var_os("CRICTL") {
-        Some(path) => vec![path.into()],
-        None => vec![beside.join(TOOL), std::path::Path::new("/work").join(TOOL)],
-    };
-    if let Some(found) = candidates.iter().find(|p| p.exists()) {
-        return Some(found.clone());
-    }
-    let why = format!("crictl is missing (looked at {candidates:?}; set CRICTL)");
-    assert!(std::env::var_os("REQUIRE_MATRIX").is_none(), "{why}");
-    eprintln!("skipping: {why}");
-    None
-}
-
 /// A pod's containers with `tty: true` (`kubectl run -it`): the Wasm
 /// guest sees a terminal and its output is in the container's log; and
 /// `crictl exec -it` (kubelet's streaming exec, as `kubectl exec -it`)
 /// runs a typed shell in the native sidecar, whose status comes back.
 #[test]
 fn pods_get_terminals_and_crictl_exec_it_types_into_a_sidecar() {
-    let Some(crictl) = crictl() else { return };
+    let Some(crictl) = common::tools::cri_tool("crictl") else {
+        return;
+    };
     let Some(cri) = common::cri::cri() else {
         return;
     };

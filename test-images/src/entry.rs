@@ -12,6 +12,8 @@ pub enum EntryKind {
     Dir,
     /// A symbolic link to this target, stored verbatim: relative, absolute or with `..`.
     Symlink(String),
+    /// A hard link to the regular file of the layer at this absolute path.
+    HardLink(String),
     /// A character device node.
     CharDevice { major: u32, minor: u32 },
     /// A block device node.
@@ -46,6 +48,11 @@ impl Entry {
     /// that is what `ln -s` leaves.
     pub fn symlink(path: &str, target: &str) -> Self {
         Self::root_owned(path, EntryKind::Symlink(target.to_owned()), 0o777)
+    }
+
+    /// A hard link to the layer's file at `target` (absolute), with that file's mode.
+    pub fn hard_link(path: &str, target: &str) -> Self {
+        Self::root_owned(path, EntryKind::HardLink(target.to_owned()), 0o755)
     }
 
     /// A root-owned character device node.

@@ -30,6 +30,8 @@ enum Kind<'a> {
     File(&'a [u8]),
     Dir,
     Symlink(&'a str),
+    /// A hard link to this relative path, which the layer holds before it.
+    HardLink(&'a str),
     Char(u32, u32),
     Block(u32, u32),
 }
@@ -135,7 +137,21 @@ fn layer_items(image: &ImageSpec) -> Result<Vec<Item<'_>>> {
     if !own_tmp && tmp_has_children {
         items.push(default_tmp.clone());
     }
-    items.sort_by(|a, b| a.path.cmp(&b.path));
+    // A hard link must follow the file it names: links come after everything else.
+    items.sort_by(|a, b| {
+        let link = |item: &Item| matches!(item.kind, Kind::HardLink(_));
+        (link(a), &a.path).cmp(&(link(b), &b.path))
+    });
+    for item in &items {
+        if let Kind::HardLink(target) = &item.kind
+            && known.get(*target) != Some(&false)
+        {
+            bail!(
+                "/{} links to /{target}, which is no file of the layer",
+                item.path
+            );
+        }
+    }
     if tmp_last {
         items.push(default_tmp);
     }
@@ -147,6 +163,10 @@ fn entry_item(entry: &Entry) -> Result<Item<'_>> {
         EntryKind::File(data) => Kind::File(data),
         EntryKind::Dir => Kind::Dir,
         EntryKind::Symlink(target) => Kind::Symlink(target),
+        EntryKind::HardLink(target) => {
+            relative_path(target)?;
+            Kind::HardLink(target.trim_start_matches('/').trim_end_matches('/'))
+        }
         EntryKind::CharDevice { major, minor } => Kind::Char(*major, *minor),
         EntryKind::BlockDevice { major, minor } => Kind::Block(*major, *minor),
     };
@@ -192,6 +212,7 @@ fn append_item(layer: &mut Builder<Vec<u8>>, item: &Item) -> Result<()> {
         Kind::File(data) => (EntryType::Regular, data),
         Kind::Dir => (EntryType::Directory, &[]),
         Kind::Symlink(_) => (EntryType::Symlink, &[]),
+        Kind::HardLink(_) => (EntryType::Link, &[]),
         Kind::Char(..) => (EntryType::Char, &[]),
         Kind::Block(..) => (EntryType::Block, &[]),
     };
@@ -207,6 +228,7 @@ fn append_item(layer: &mut Builder<Vec<u8>>, item: &Item) -> Result<()> {
     let added = match item.kind {
         // append_link writes a long target as a GNU extension instead of failing.
         Kind::Symlink(target) => layer.append_link(&mut header, path, target),
+        Kind::HardLink(target) => layer.append_link(&mut header, path, target),
         // A directory's name ends with `/` in tar, as `tmp/` always has in these layers.
         Kind::Dir => layer.append_data(&mut header, format!("{path}/"), io::empty()),
         _ => layer.append_data(&mut header, path, data),

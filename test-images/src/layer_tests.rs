@@ -13,6 +13,7 @@ fn with_entries(entries: Vec<Entry>) -> ImageSpec {
         executable: b"module".to_vec(),
         files: Vec::new(),
         entries,
+        process: crate::Process::default(),
     }
 }
 
@@ -193,4 +194,27 @@ fn open_image_carries_devices_a_root_only_file_and_escaping_links() {
         Some("../../../../etc/hostname")
     );
     assert_eq!(layer["open.wasm"].data, crate::OPEN_WASM);
+}
+
+#[test]
+fn hard_links_follow_their_file_and_must_name_one() {
+    let image = with_entries(vec![
+        Entry::hard_link("/a/ash", "/b/busybox"),
+        Entry::file("/b/busybox", b"bb".to_vec(), 0o755),
+    ]);
+    let tar = layer_tar(&image).unwrap();
+    let order = paths_in_order(&tar);
+    let file = order.iter().position(|p| p == "b/busybox").unwrap();
+    let link = order.iter().position(|p| p == "a/ash").unwrap();
+    assert!(file < link, "{order:?}");
+    let layer = entries(&tar);
+    assert_eq!(layer["a/ash"].kind, EntryType::Link);
+    assert_eq!(layer["a/ash"].link.as_deref(), Some("b/busybox"));
+
+    let dangling = with_entries(vec![Entry::hard_link("/a/ash", "/nope")]);
+    assert!(
+        error(&dangling).contains("links to /nope"),
+        "{}",
+        error(&dangling)
+    );
 }

@@ -1,5 +1,5 @@
 //! Reads `ldd` output. build.rs includes this file (`#[path]`) to find what the dynamically
-//! linked test program needs; the library compiles it only for its unit tests.
+//! linked test program needs; the library uses it for the libraries of critest's nginx.
 
 use anyhow::{Result, bail};
 

@@ -9,17 +9,17 @@
 //! libraries) and the host's static `busybox`. Every archive is byte-for-byte reproducible
 //! from the same build and host. Three more images hold programs that real toolchains built
 //! (a C module, two Python components; see `programs_wasm.rs`), once `make programs` has put
-//! them in `.dev/programs`.
+//! them in `.dev/programs`. `critest_images` makes stand-ins for the images critest pulls.
 
 mod artifact;
 mod bad;
 mod big;
 mod busybox;
+mod critest;
 mod digest;
 mod elf;
 mod entry;
 mod layer;
-#[cfg(test)]
 mod ldd;
 mod native;
 mod oci;
@@ -45,6 +45,7 @@ pub use bad::{
 };
 pub use big::big_module;
 pub use busybox::{BUSYBOX_APPLETS, BUSYBOX_PATH, busybox_image};
+pub use critest::critest_images;
 pub use digest::{digest, sha256_hex};
 pub use entry::{Entry, EntryKind};
 pub use native::{
@@ -53,10 +54,10 @@ pub use native::{
 };
 pub use oci::{
     CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, TAG, image_archive,
-    write_image,
+    image_archive_as, write_image,
 };
 pub use programs::{
-    ATTACK_ELF, ATTACK_PATH, DYNHELLO_ELF, DYNHELLO_LIBS, DYNHELLO_MESSAGE, DYNHELLO_PATH,
+    ATTACK_ELF, ATTACK_PATH, DYNHELLO_ELF, DYNHELLO_LIBS, DYNHELLO_MESSAGE, DYNHELLO_PATH, NNP_ELF,
     PAUSE_ELF, PAUSE_PATH, PAUSE_VERSION_LINE, PROBE_ELF, PROBE_PATH, dynamic_image, pause_image,
     probe_image,
 };
@@ -138,6 +139,20 @@ pub struct ImageSpec {
     /// 0755), and an own `/tmp` directory replaces the default 1777 one. An entry may stand at
     /// the entrypoint's path (a symlink, say) when `executable` is empty.
     pub entries: Vec<Entry>,
+    /// How the image's config starts its process, where that is more than the entrypoint.
+    pub process: Process,
+}
+
+/// The process fields of an image's config beyond the default, which is `Entrypoint`
+/// `[entrypoint]` alone, run as root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Process {
+    /// `Entrypoint`: `None` for `[entrypoint]`, an empty list for none (the `Cmd` runs).
+    pub entrypoint: Option<Vec<String>>,
+    /// `Cmd`, left out when empty.
+    pub cmd: Vec<String>,
+    /// `User` (`uid`, `name`, `uid:gid` or `name:gid`), left out when empty.
+    pub user: String,
 }
 
 /// Returns the full image reference for an image name, e.g.
@@ -158,6 +173,7 @@ pub fn wasm_images() -> Vec<ImageSpec> {
             executable: module.to_vec(),
             files: Vec::new(),
             entries: wasm_module_entries(name),
+            process: Process::default(),
         })
         .collect()
 }
@@ -185,6 +201,7 @@ pub(crate) fn native_image(name: &str, entrypoint: &str, executable: Vec<u8>) ->
         executable,
         files: Vec::new(),
         entries: Vec::new(),
+        process: Process::default(),
     })
 }
 
@@ -200,6 +217,7 @@ pub fn bad_image() -> ImageSpec {
         executable: NOT_WASM.to_vec(),
         files: bad::bad_extra_files(),
         entries: Vec::new(),
+        process: Process::default(),
     }
 }
 
@@ -213,6 +231,7 @@ pub fn big_image() -> ImageSpec {
         executable: big_module(),
         files: Vec::new(),
         entries: Vec::new(),
+        process: Process::default(),
     }
 }
 

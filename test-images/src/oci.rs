@@ -30,7 +30,12 @@ pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Builds the image archive (the whole OCI layout tar) in memory.
 pub fn image_archive(image: &ImageSpec) -> Result<Vec<u8>> {
-    let reference = crate::reference(&image.name);
+    image_archive_as(image, &crate::reference(&image.name))
+}
+
+/// Builds the image archive of `image` under the name `reference` (what `ctr images import`
+/// names it), for images that stand in for others' references.
+pub fn image_archive_as(image: &ImageSpec, reference: &str) -> Result<Vec<u8>> {
     let layer =
         layer_tar(image).with_context(|| format!("failed to build the layer of {reference}"))?;
     let config = to_json(&config_document(image, &digest(&layer)));
@@ -38,7 +43,7 @@ pub fn image_archive(image: &ImageSpec) -> Result<Vec<u8>> {
     let index = to_json(&index_document(
         &image.architecture,
         &image.os,
-        &reference,
+        reference,
         &manifest,
     ));
 
@@ -74,16 +79,33 @@ fn path_env(image: &ImageSpec) -> &'static str {
     }
 }
 
+/// The `config` part of an image's config: its process as [`crate::Process`] says.
+fn process_config(image: &ImageSpec) -> Value {
+    let process = &image.process;
+    let mut config = json!({
+        "Env": [path_env(image)],
+        "WorkingDir": "/",
+    });
+    match &process.entrypoint {
+        None => config["Entrypoint"] = json!([image.entrypoint]),
+        Some(entrypoint) if entrypoint.is_empty() => {}
+        Some(entrypoint) => config["Entrypoint"] = json!(entrypoint),
+    }
+    if !process.cmd.is_empty() {
+        config["Cmd"] = json!(process.cmd);
+    }
+    if !process.user.is_empty() {
+        config["User"] = json!(process.user);
+    }
+    config
+}
+
 fn config_document(image: &ImageSpec, layer_digest: &str) -> Value {
     json!({
         "created": CREATED,
         "architecture": image.architecture,
         "os": image.os,
-        "config": {
-            "Entrypoint": [image.entrypoint],
-            "Env": [path_env(image)],
-            "WorkingDir": "/",
-        },
+        "config": process_config(image),
         // The layer is uncompressed, so its diff ID is its digest.
         "rootfs": {
             "type": "layers",

@@ -28,6 +28,8 @@ pub const PAUSE_ELF: &[u8] = compiled_program!("pause");
 /// The static attack program (`c/attack.c`) of the busybox image: ptrace and pidfd_getfd
 /// against every other process it sees, one line per attempt that worked.
 pub const ATTACK_ELF: &[u8] = compiled_program!("attack");
+/// A setuid-root program that prints `Effective uid: <euid>` (critest's `nonewprivs` image).
+pub const NNP_ELF: &[u8] = compiled_program!("nnp");
 /// The dynamically linked hello program (`c/dynhello.c`), which prints [`DYNHELLO_MESSAGE`].
 pub const DYNHELLO_ELF: &[u8] = compiled_program!("dynhello");
 /// Every file [`DYNHELLO_ELF`] needs to start, as (absolute path, bytes): its shared libraries

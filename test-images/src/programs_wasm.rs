@@ -295,6 +295,7 @@ fn program_image(name: &str, layout: &Layout) -> Result<ImageSpec> {
         executable,
         files: Vec::new(),
         entries: Vec::new(),
+        process: crate::Process::default(),
     })
 }
 

@@ -29,6 +29,16 @@ impl Cgroup {
     }
 
     fn signal_each(&self, signal: Signal, except: Pid) -> anyhow::Result<()> {
+        for pid in self.procs()? {
+            if pid != except.as_raw() {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+        Ok(())
+    }
+
+    /// The processes in the cgroup.
+    pub fn procs(&self) -> anyhow::Result<Vec<i32>> {
         let procs = self.read("pids", "cgroup.procs").or_else(|_| {
             // Every hierarchy lists the same processes.
             let dir = self
@@ -37,12 +47,10 @@ impl Cgroup {
                 .ok_or_else(|| anyhow::anyhow!("no cgroup"))?;
             Ok::<_, anyhow::Error>(std::fs::read_to_string(dir.join("cgroup.procs"))?)
         })?;
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            if pid != except.as_raw() {
-                let _ = kill(Pid::from_raw(pid), signal);
-            }
-        }
-        Ok(())
+        Ok(procs
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .collect())
     }
 }
 

@@ -392,6 +392,7 @@ impl Service {
     }
 
     pub async fn delete_task(&self, id: &str) -> RpcResult<api::DeleteResponse> {
+        crate::steps::reached(id, "delete");
         let mut stopped = {
             let tasks = self.table().await;
             let task = tasks.get(id).ok_or_else(|| not_found(id))?;
@@ -431,6 +432,7 @@ impl Service {
             )
         };
         let spec = resources.spec.clone();
+        crate::steps::reached(id, "release");
         // Removing cgroups may wait for the kernel: off the runtime and
         // without the table's lock, so other tasks' RPCs go on meanwhile.
         // The entry stays (Deleting) until then, so the shim stays up.
@@ -456,6 +458,7 @@ impl Service {
             log::warn!("task {id}: {}", fail.message);
         }
         log::info!("task {id}: deleted");
+        crate::steps::reached(id, "deleted");
         self.publish(
             topics::TASK_DELETE_EVENT_TOPIC,
             Box::new(TaskDelete {

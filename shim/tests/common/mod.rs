@@ -9,8 +9,10 @@ mod events;
 mod mounts;
 mod procs;
 pub mod pty;
+pub mod registry;
 mod run;
 mod tasks;
+pub mod tools;
 mod versions;
 
 pub use events::Events;
@@ -138,6 +140,19 @@ fn disabled_cri() -> String {
     format!("disabled_plugins = {plugins:?}\n")
 }
 
+/// A config whose root, state and sockets are in `d`, plus `extra`
+/// (top-level keys first, then tables), in the format of containerd's
+/// major version.
+fn config_in(d: &Path, extra: &str) -> String {
+    format!(
+        "version = {1}\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n{extra}\n\
+         [grpc]\n  address = \"{0}/containerd.sock\"\n\
+         [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
+        d.display(),
+        if containerd_major() >= 2 { 3 } else { 2 },
+    )
+}
+
 /// The PATH containerd runs with: the fixture's bin dir with the shim, then
 /// the containerd's own (so that its runc shim serves `runc`), then ours.
 fn containerd_path(bin: &Path) -> OsString {
@@ -206,15 +221,7 @@ impl Containerd {
         extra: impl FnOnce(&Path) -> String,
     ) -> Self {
         let dir = Self::new_dir(prefix, copy_shim);
-        let d = dir.path();
-        let config = format!(
-            "version = {1}\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n{2}\n\
-             [grpc]\n  address = \"{0}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
-            d.display(),
-            if containerd_major() >= 2 { 3 } else { 2 },
-            extra(d),
-        );
+        let config = config_in(dir.path(), &extra(dir.path()));
         Self::launch(dir, &config, umask)
     }
 
@@ -245,6 +252,23 @@ impl Containerd {
 
     /// Starts containerd on `config` in `dir` and waits until it answers.
     fn launch(dir: tempfile::TempDir, config: &str, umask: Option<u32>) -> Self {
+        Self::launch_with_env(dir, config, umask, &[])
+    }
+
+    /// A private containerd (config as [`Containerd::start`]'s) whose
+    /// environment, which its shims inherit, also holds `env`.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
+        let dir = Self::new_dir("e2e-ctrd", false);
+        let config = config_in(dir.path(), &disabled_cri());
+        Self::launch_with_env(dir, &config, None, env)
+    }
+
+    fn launch_with_env(
+        dir: tempfile::TempDir,
+        config: &str,
+        umask: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let d = dir.path();
         let bin = d.join("bin");
         std::fs::write(d.join("config.toml"), config).unwrap();
@@ -257,6 +281,7 @@ impl Containerd {
             .arg(d.join("config.toml"))
             .arg(containerd_bin("containerd"))
             .env("PATH", containerd_path(&bin))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -277,6 +302,11 @@ impl Containerd {
     /// The build's shim binary.
     pub fn built_shim() -> &'static str {
         SHIM
+    }
+
+    /// containerd's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
     }
 
     pub fn dir(&self) -> &Path {

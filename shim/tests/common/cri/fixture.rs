@@ -7,13 +7,37 @@ use std::time::Duration;
 use super::CNI_BIN_DIR;
 use crate::common::containerd_major;
 
+/// What one CRI fixture differs from the others by.
+#[derive(Debug, Clone, Default)]
+pub struct CriOptions {
+    /// The `hosts.toml` directory that image pulls go by (the CRI's
+    /// registry `config_path`).
+    pub registry_hosts: Option<PathBuf>,
+    /// A pod network the host reaches: the bridge is the gateway of this
+    /// subnet and host ports are mapped (CNI's portmap). `None`: the pods'
+    /// bridge has no address on the host.
+    pub routed_subnet: Option<&'static str>,
+}
+
 /// The CRI part of the containerd config, for containerd's major version;
 /// `dir` is the fixture's directory, where the CNI config goes.
-pub(super) fn cri_config(dir: &Path) -> String {
+pub(super) fn cri_config(dir: &Path, options: &CriOptions) -> String {
     let cni_dir = dir.join("cni");
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    write_cni_config(&cni_dir, &name, &dir.join("cni-ipam"));
+    write_cni_config(
+        &cni_dir,
+        &name,
+        &dir.join("cni-ipam"),
+        options.routed_subnet,
+    );
     let pause = test_images::reference("pause");
+    let registry = |plugin: &str| match &options.registry_hosts {
+        Some(hosts) => format!(
+            "[{plugin}.registry]\n  config_path = \"{}\"\n",
+            hosts.display()
+        ),
+        None => String::new(),
+    };
     // The handlers and CNI, in the plugin that holds them in each version.
     let handlers = |plugin: &str, bin_dir: &str| {
         format!(
@@ -28,8 +52,9 @@ pub(super) fn cri_config(dir: &Path) -> String {
             let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
             format!(
                 "[{cri}]\n  sandbox_image = \"{pause}\"\n  restrict_oom_score_adj = true\n\
-                 [{cri}.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = \"runc\"\n{}",
-                handlers(cri, &format!("bin_dir = \"{CNI_BIN_DIR}\""))
+                 [{cri}.containerd]\n  snapshotter = \"overlayfs\"\n  default_runtime_name = \"runc\"\n{}{}",
+                handlers(cri, &format!("bin_dir = \"{CNI_BIN_DIR}\"")),
+                registry(cri)
             )
         }
         // 2.x splits the CRI: the images (and the pinned sandbox image)
@@ -40,10 +65,11 @@ pub(super) fn cri_config(dir: &Path) -> String {
             let runtime = "plugins.'io.containerd.cri.v1.runtime'";
             format!(
                 "[{images}]\n  snapshotter = \"overlayfs\"\n\
-                 [{images}.pinned_images]\n  sandbox = \"{pause}\"\n\
+                 [{images}.pinned_images]\n  sandbox = \"{pause}\"\n{}\
                  [{runtime}]\n  restrict_oom_score_adj = true\n\
                  [{runtime}.containerd]\n  default_runtime_name = \"runc\"\n{}\
                  [plugins.'io.containerd.nri.v1.nri']\n  socket_path = \"{}/nri.sock\"\n",
+                registry(images),
                 handlers(runtime, &format!("bin_dirs = [\"{CNI_BIN_DIR}\"]")),
                 dir.display()
             )
@@ -59,7 +85,7 @@ pub(super) fn cri_config(dir: &Path) -> String {
 pub fn fit_to_fixture(config: &str, dir: &Path) -> String {
     let cni_dir = dir.join("cni");
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    write_cni_config(&cni_dir, &name, &dir.join("cni-ipam"));
+    write_cni_config(&cni_dir, &name, &dir.join("cni-ipam"), None);
     let d = dir.display();
     config
         .replace(
@@ -82,22 +108,81 @@ pub fn fit_to_fixture(config: &str, dir: &Path) -> String {
 /// with "failed to find network info for sandbox"), so: a bridge of the
 /// fixture's own, without an address on the host (no route, no forwarding
 /// turned on), and host-local addresses kept in the fixture's directory.
-pub(super) fn write_cni_config(conf_dir: &Path, bridge: &str, ipam_dir: &Path) {
+/// With `routed_subnet` the bridge is the pods' gateway on the host instead,
+/// and portmap maps their host ports (as a node's CNI does).
+pub(super) fn write_cni_config(
+    conf_dir: &Path,
+    bridge: &str,
+    ipam_dir: &Path,
+    routed_subnet: Option<&str>,
+) {
     std::fs::create_dir_all(conf_dir).unwrap();
+    let mut plugins = vec![serde_json::json!({
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": routed_subnet.is_some(),
+        "ipam": {
+            "type": "host-local",
+            "subnet": routed_subnet.unwrap_or("198.18.0.0/24"),
+            "dataDir": ipam_dir,
+        },
+    })];
+    if routed_subnet.is_some() {
+        plugins.push(serde_json::json!({
+            "type": "portmap",
+            "capabilities": { "portMappings": true },
+        }));
+    }
     let config = serde_json::json!({
         "cniVersion": "0.4.0",
         "name": bridge,
-        "plugins": [{
-            "type": "bridge",
-            "bridge": bridge,
-            "ipam": {
-                "type": "host-local",
-                "subnet": "198.18.0.0/24",
-                "dataDir": ipam_dir,
-            },
-        }],
+        "plugins": plugins,
     });
     std::fs::write(conf_dir.join("10-cri-e2e.conflist"), config.to_string()).unwrap();
+}
+
+/// Removes the iptables chains CNI's portmap adds on its first use and
+/// never removes (empty once its pods are gone), with the rules that jump
+/// to them.
+pub(super) fn remove_portmap_chains() {
+    let iptables = |args: &[&str]| {
+        std::process::Command::new("iptables")
+            .args(["-w", "-t", "nat"])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let local = [
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "CNI-HOSTPORT-DNAT",
+    ];
+    for chain in ["PREROUTING", "OUTPUT"] {
+        while iptables(&[&["-D", chain][..], &local].concat()) {}
+    }
+    let masquerade = [
+        "-D",
+        "POSTROUTING",
+        "-m",
+        "comment",
+        "--comment",
+        "CNI portfwd requiring masquerade",
+        "-j",
+        "CNI-HOSTPORT-MASQ",
+    ];
+    while iptables(&masquerade) {}
+    for chain in [
+        "CNI-HOSTPORT-DNAT",
+        "CNI-HOSTPORT-MASQ",
+        "CNI-HOSTPORT-SETMARK",
+    ] {
+        iptables(&["-F", chain]);
+        iptables(&["-X", chain]);
+    }
 }
 
 pub fn cgroup_v2() -> bool {

@@ -24,7 +24,7 @@ mod fixture;
 mod streams;
 use fixture::*;
 #[allow(unused_imports)]
-pub use fixture::{cgroup_v2, fit_to_fixture};
+pub use fixture::{CriOptions, cgroup_v2, fit_to_fixture};
 #[allow(unused_imports)]
 pub use streams::*;
 
@@ -43,6 +43,9 @@ pub struct Cri {
     channel: Channel,
     /// The fixture's name: its cgroup parent (`/<name>`) and bridge.
     name: String,
+    /// Whether its pod network maps host ports (CNI's portmap, whose
+    /// iptables chains outlive the pods).
+    portmap: bool,
 }
 
 /// A pod that runs, with the config it was made with (CreateContainer
@@ -55,6 +58,11 @@ pub struct Pod {
 /// A private containerd with the CRI on, the pause image imported, or
 /// `None` (saying why) where the tests cannot run.
 pub fn cri() -> Option<Cri> {
+    cri_with(CriOptions::default())
+}
+
+/// As [`cri`], with `options`.
+pub fn cri_with(options: CriOptions) -> Option<Cri> {
     if !super::can_run() {
         return None;
     }
@@ -70,12 +78,15 @@ pub fn cri() -> Option<Cri> {
             return None;
         }
     }
-    Some(Cri::start())
+    Some(Cri::start(options))
 }
 
 impl Cri {
-    fn start() -> Self {
-        let cri = Self::on(Containerd::start_with("cri-e2e", false, None, cri_config));
+    fn start(options: CriOptions) -> Self {
+        let mut cri = Self::on(Containerd::start_with("cri-e2e", false, None, |dir| {
+            cri_config(dir, &options)
+        }));
+        cri.portmap = options.routed_subnet.is_some();
         cri.import(&["pause"]);
         cri
     }
@@ -101,6 +112,7 @@ impl Cri {
             rt,
             channel,
             name,
+            portmap: false,
         };
         cri.wait_ready();
         cri
@@ -433,6 +445,9 @@ impl Drop for Cri {
             .args(["link", "delete", &self.name])
             .stderr(std::process::Stdio::null())
             .status();
+        if self.portmap {
+            remove_portmap_chains();
+        }
     }
 }
 
