@@ -6,8 +6,9 @@
 # Prints a table: `ctr run --rm` of a hello (Wasm under this shim, a
 # static native hello under runc), sequential, min / median / p99; and
 # the PSS of shims plus container processes with 1 and with 10 idle
-# containers. Two rows run native containers under both: the static
-# native hello, and 10 idle native containers. BENCH_RUNS sets the
+# containers; the churn rate, `ctr run --rm` eight at a time
+# (BENCH_CHURN cycles, default 200). Two rows run native containers under
+# both: the static native hello, and 10 idle native containers. BENCH_RUNS sets the
 # number of runs (default 20). The pod rows come from shim/benches/pods.rs
 # (pods through the CRI API, under this shim and under runc; BENCH_POD_RUNS,
 # default 10). The rows of real programs (a Python component, the big
@@ -66,6 +67,16 @@ time_runs() {
     done
 }
 
+# Cycles per second of `ctr run --rm` of an image under a runtime,
+# BENCH_CHURN cycles (default 200) eight at a time.
+churn_rate() {
+    local runtime=$1 image=$2 tag=$3 n=${BENCH_CHURN:-200} start end
+    start=$(date +%s%N)
+    seq "$n" | xargs -P 8 -I{} "${ctr[@]}" run --rm --runtime "$runtime" "$image" "$tag-{}" >/dev/null
+    end=$(date +%s%N)
+    awk -v n="$n" -v ns=$((end - start)) 'BEGIN { printf "%.1f", n / (ns / 1e9) }'
+}
+
 # PSS in kB of the shims and container processes of the running tasks
 # whose id starts with the prefix.
 pss() {
@@ -111,6 +122,8 @@ echo "running benchmarks ($runs runs each) on $(containerd --version | awk '{pri
 ours_run=$(time_runs "$ours" "$ref/hello:latest" wasm | stats)
 theirs_run=$(time_runs "$theirs" "$ref/native-hello:latest" native | stats)
 ours_native_run=$(time_runs "$ours" "$ref/native-hello:latest" ours-native | stats)
+ours_churn=$(churn_rate "$ours" "$ref/hello:latest" wasm-churn)
+theirs_churn=$(churn_rate "$theirs" "$ref/native-hello:latest" native-churn)
 
 ours_1=$(idle "$ours" "$ref/sleep:latest" wasm-idle 1)
 ours_10=$(idle "$ours" "$ref/sleep:latest" wasm-idle 10)
@@ -132,6 +145,7 @@ pod_rows=$(cd "$here/.." && cargo bench -q -p containerd-shim-wasmtime --bench p
 printf '\n| %-44s | %-22s | %-22s |\n' "measure" "wasmtime shim" "runc (static native)"
 printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..24})" "$(printf -- '-%.0s' {1..24})"
 printf '| %-44s | %-22s | %-22s |\n' "ctr run --rm hello, min / median / p99 (ms)" "$ours_run" "$theirs_run"
+printf '| %-44s | %-22s | %-22s |\n' "churn: ctr run --rm at concurrency 8 (cycles/s)" "$ours_churn" "$theirs_churn"
 printf '| %-44s | %-22s | %-22s |\n' "PSS, 1 idle container (MB)" "$(mb "$ours_1")" "$(mb "$theirs_1")"
 printf '| %-44s | %-22s | %-22s |\n' "PSS, 10 idle containers (MB)" "$(mb "$ours_10")" "$(mb "$theirs_10")"
 printf '| %-44s | %-22s | %-22s |\n' "PSS per container with 10 running (MB)" "$(mb "$ours_10" 10)" "$(mb "$theirs_10" 10)"

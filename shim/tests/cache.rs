@@ -1,7 +1,8 @@
 //! End-to-end tests of the compiled-code cache: an entry is written by the
 //! first start and loaded by the next, a damaged entry is recompiled
 //! instead of run, concurrent first starts compile once in the shim's
-//! confined compiler, and the runtime options move or turn off the cache.
+//! confined compiler, the runtime options move or turn off the cache, and
+//! a cache on a full disk stores nothing while its containers run.
 
 mod common;
 
@@ -251,4 +252,25 @@ fn runtime_options_move_or_turn_off_the_cache() {
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("CacheDri"), "{}", run.stderr);
     ctrd.assert_clean("typo");
+}
+
+/// The cache on a disk with no room for the entry (a 1 MiB tmpfs): the
+/// store is refused, the container runs as it would, and neither an entry
+/// nor a temp file is left; the next run also works.
+#[test]
+fn a_full_disk_refuses_the_store_and_the_container_runs() {
+    let Some(ctrd) = containerd() else { return };
+    ctrd.import("big");
+    let dir = ctrd.dir().join("full-cache");
+    let _tmpfs = common::Tmpfs::with_options(dir.clone(), Some("size=1m,mode=0700"));
+    let options = ctrd.dir().join("full.toml");
+    std::fs::write(&options, format!("CacheDir = \"{}\"\n", dir.display())).unwrap();
+    let flag = format!("--runtime-config-path={}", options.display());
+    for id in ["full-1", "full-2"] {
+        let run = ctrd.run_with("big", id, &[&flag], &[]);
+        assert_eq!(run.code, 0, "{run:?}");
+        ctrd.assert_clean(id);
+        assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+        assert_eq!(common::temp_files(&dir), Vec::<String>::new());
+    }
 }

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,6 +17,8 @@ use common::{Containerd, containerd, shim_pids, wait_for};
 
 const DEFAULT_CYCLES: usize = 400;
 const CONCURRENCY: usize = 8;
+/// The shim's log lines about one container's whole life, at most.
+const LOG_LINES_PER_CONTAINER: usize = 12;
 
 /// One kind of cycle: image, arguments, exit status, stdout.
 type Kind = (&'static str, &'static [&'static str], i32, &'static str);
@@ -48,24 +49,6 @@ fn listed(ctrd: &Containerd, what: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// The cache's temp files under `dir` (`<key>.tmp.<pid>.<n>…`), which a
-/// store cut short would leave.
-fn temp_files(dir: &Path) -> Vec<String> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for entry in read.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(temp_files(&path));
-        } else if entry.file_name().to_string_lossy().contains(".tmp.") {
-            found.push(path.display().to_string());
-        }
-    }
-    found
 }
 
 /// The zombies among this process's children (ctr runs it started).
@@ -131,6 +114,21 @@ fn concurrent_cycles_end_with_their_own_status_and_leave_nothing() {
     for n in 0..total {
         ctrd.assert_clean(&format!("churn-{n}"));
     }
+    // The shim's log lines are bounded per container: a few for its life,
+    // none per byte of output or per poll.
+    let log = ctrd.log();
+    let most = (0..total)
+        .map(|n| {
+            let tag = format!("task churn-{n}:");
+            log.lines().filter(|l| l.contains(&tag)).count()
+        })
+        .max()
+        .unwrap_or(0);
+    println!("at most {most} shim log lines for one container");
+    assert!(
+        most <= LOG_LINES_PER_CONTAINER,
+        "a container has {most} shim log lines"
+    );
     let bundles = ctrd
         .dir()
         .join("state/io.containerd.runtime.v2.task")
@@ -139,7 +137,6 @@ fn concurrent_cycles_end_with_their_own_status_and_leave_nothing() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "bundles left: {left:?}");
-    let cache = ctrd.dir().join("state/io.containerd.wasmtime.v1/cache");
-    assert_eq!(temp_files(&cache), Vec::<String>::new());
+    assert_eq!(ctrd.cache_temp_files(), Vec::<String>::new());
     assert_eq!(zombie_children(), Vec::<i32>::new());
 }

@@ -1,17 +1,19 @@
 //! Faults at every step: the shim SIGKILLed at each named step of Create
 //! and of Delete (the shim stops itself there when its environment names
-//! the step, `src/steps.rs`), for a Wasm module and a native container.
-//! Each case ends in a clear state (the run fails with a message, or the
-//! task is reported stopped), containerd's clean-up (the shim's `delete`
-//! action) leaves nothing of the container (process, mount, cgroup), and
-//! the next container runs.
+//! the step, `src/steps.rs`), for a Wasm module and a native container;
+//! containerd killed and restarted in the middle of a Create; the child,
+//! or the shim's compiler working for it, killed during a compile. Each
+//! case ends in a clear state (the run fails with a message, or the task
+//! is reported stopped with a status), containerd's clean-up (the shim's
+//! `delete` action) leaves nothing of the container (process, mount,
+//! cgroup, cache temp file), and the next container runs.
 
 mod common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Containerd, can_run, shim_pids, wait_for};
+use common::{Containerd, can_run, child_pids, shim_pids, wait_for};
 
 const STOP_AT: &str = "CONTAINERD_SHIM_WASMTIME_STOP_AT";
 const CREATE_STEPS: [&str; 6] = ["rootfs", "stdio", "cgroup", "clone", "pid-file", "ready"];
@@ -150,5 +152,102 @@ fn a_shim_killed_at_each_step_of_delete_leaves_a_stopped_task_and_nothing_else()
             );
             clean_and_run_next(&ctrd, &id, kind);
         }
+    }
+}
+
+fn sigcont(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+}
+
+/// containerd killed and started again while a shim is in the middle of a
+/// Create: the client's run fails, the new containerd finds the task the
+/// shim made, and deleting it leaves nothing.
+#[test]
+fn containerd_restarted_during_create_finds_a_task_that_deletes_cleanly() {
+    if !can_run() {
+        return;
+    }
+    let id = case_id("restart", "hello");
+    let mut ctrd = Containerd::start_with_env(&[(STOP_AT, &format!("{id}:clone"))]);
+    ctrd.import("hello");
+    let run = ctrd.spawn_run("hello", &id, &[], Stdio::null());
+    let shim = stopped_shim(&ctrd, &id);
+    ctrd.restart();
+    sigcont(shim);
+    let out = ctrd.finish(run, Duration::from_secs(60), &id);
+    assert!(
+        !out.status.success(),
+        "{id}: the run outlived its containerd: {out:?}"
+    );
+    // The new containerd loads the shim's task (created, or ended), never
+    // a running one it cannot see.
+    wait_for(
+        &format!("the restarted containerd to report task {id}"),
+        Duration::from_secs(30),
+        || ctrd.task_status(&id).is_some() || !shim_pids(ctrd.dir()).contains(&shim),
+    );
+    clean_and_run_next(&ctrd, &id, KINDS[0]);
+}
+
+/// The child, or the shim's compiler working for it, SIGKILLed while a
+/// slow module compiles on a cache miss: the run ends (a status or a
+/// failed Create with a message), no cache temp file is left, and the next
+/// run of the module works.
+#[test]
+fn a_child_or_compiler_killed_during_a_compile_ends_clearly_and_leaves_nothing() {
+    let Some(ctrd) = common::containerd() else {
+        return;
+    };
+    ctrd.import("big");
+    for victim in ["child", "compiler"] {
+        let id = format!("compile-kill-{victim}");
+        let run = ctrd.spawn_run("big", &id, &[], Stdio::null());
+        let target = wait_for_compile(&ctrd, &id, victim);
+        sigkill(target);
+        let out = ctrd.finish(run, Duration::from_secs(180), &id);
+        let said = String::from_utf8_lossy(&out.stderr);
+        println!("{id}: {:?} {}", out.status.code(), said.trim());
+        assert!(
+            out.status.success() || !said.trim().is_empty() || out.status.code() == Some(137),
+            "{id}: ended without a status or a reason: {out:?}"
+        );
+        ctrd.assert_clean(&id);
+        assert_eq!(ctrd.cache_temp_files(), Vec::<String>::new(), "{id}");
+    }
+    let next = ctrd.run("big", "compile-kill-next", &[]);
+    assert_eq!(next.code, 0, "{next:?}");
+    ctrd.assert_clean("compile-kill-next");
+}
+
+/// Once the shim's compiler runs for container `id` (in its cgroup), the
+/// pid of `victim`: that compiler, or the container's child.
+fn wait_for_compile(ctrd: &Containerd, id: &str, victim: &str) -> i32 {
+    let is_compiler = |pid: &i32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline.split(|&b| b == 0).nth(1) == Some(b"__compile".as_slice())
+    };
+    let start = Instant::now();
+    loop {
+        let pids = child_pids(id);
+        if let Some(compiler) = pids.iter().find(|pid| is_compiler(pid)) {
+            match victim {
+                "compiler" => return *compiler,
+                _ => {
+                    if let Some(child) = pids.iter().find(|pid| !is_compiler(pid)) {
+                        return *child;
+                    }
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no compile for {id} began\n{}",
+            ctrd.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -39,6 +39,9 @@ const CTR_LIMIT: Duration = Duration::from_secs(120);
 pub struct Containerd {
     dir: tempfile::TempDir,
     process: Child,
+    /// How it was started, to start it again (`restart`).
+    umask: Option<u32>,
+    env: Vec<(String, String)>,
 }
 
 /// A private containerd with this build's shim on its PATH, or `None`
@@ -138,6 +141,47 @@ fn disabled_cri() -> String {
         ],
     };
     format!("disabled_plugins = {plugins:?}\n")
+}
+
+/// The cache temp files (`….tmp.…`) below `dir`.
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in read.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(temp_files(&path));
+        } else if entry.file_name().to_string_lossy().contains(".tmp.") {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+/// Starts containerd on `d/config.toml` under `umask` with `env` added to
+/// its environment, its output appended to `d/containerd.log`.
+fn spawn_containerd(d: &Path, umask: Option<u32>, env: &[(String, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("containerd.log"))
+        .unwrap();
+    // A shell sets the umask, then becomes containerd.
+    let umask = format!("{:03o}", umask.unwrap_or(0o022));
+    Command::new("sh")
+        .args(["-c", "umask \"$0\" && exec \"$2\" --config \"$1\""])
+        .arg(&umask)
+        .arg(d.join("config.toml"))
+        .arg(containerd_bin("containerd"))
+        .env("PATH", containerd_path(&d.join("bin")))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start containerd")
 }
 
 /// A config whose root, state and sockets are in `d`, plus `extra`
@@ -269,29 +313,35 @@ impl Containerd {
         umask: Option<u32>,
         env: &[(&str, &str)],
     ) -> Self {
-        let d = dir.path();
-        let bin = d.join("bin");
-        std::fs::write(d.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-        // A shell sets the umask, then becomes containerd.
-        let umask = format!("{:03o}", umask.unwrap_or(0o022));
-        let process = Command::new("sh")
-            .args(["-c", "umask \"$0\" && exec \"$2\" --config \"$1\""])
-            .arg(&umask)
-            .arg(d.join("config.toml"))
-            .arg(containerd_bin("containerd"))
-            .env("PATH", containerd_path(&bin))
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let ctrd = Containerd { dir, process };
-        wait_for("containerd to answer", Duration::from_secs(30), || {
-            ctrd.ctr(&["version"]).status.success()
-        });
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let process = spawn_containerd(dir.path(), umask, &env);
+        let ctrd = Containerd {
+            dir,
+            process,
+            umask,
+            env,
+        };
+        ctrd.wait_answering();
         ctrd
+    }
+
+    fn wait_answering(&self) {
+        wait_for("containerd to answer", Duration::from_secs(30), || {
+            self.ctr(&["version"]).status.success()
+        });
+    }
+
+    /// Kills containerd (SIGKILL, as a crash) and starts it again on the
+    /// same config, root and state; its shims live on.
+    pub fn restart(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        self.process = spawn_containerd(self.dir.path(), self.umask, &self.env);
+        self.wait_answering();
     }
 
     /// The shim binary containerd runs.
@@ -302,6 +352,12 @@ impl Containerd {
     /// The build's shim binary.
     pub fn built_shim() -> &'static str {
         SHIM
+    }
+
+    /// The compiled-code cache's temp files (`<key>.tmp.<pid>.<n>…`), which
+    /// a store cut short would leave.
+    pub fn cache_temp_files(&self) -> Vec<String> {
+        temp_files(&self.dir().join("state/io.containerd.wasmtime.v1/cache"))
     }
 
     /// containerd's process id.

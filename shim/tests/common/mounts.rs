@@ -10,13 +10,18 @@ pub struct Tmpfs(pub PathBuf);
 
 impl Tmpfs {
     pub fn mount(path: PathBuf) -> Tmpfs {
+        Self::with_options(path, None)
+    }
+
+    /// A tmpfs with mount `options` (`size=1m`).
+    pub fn with_options(path: PathBuf, options: Option<&str>) -> Tmpfs {
         std::fs::create_dir_all(&path).unwrap();
         mount(
             Some("tmpfs"),
             &path,
             Some("tmpfs"),
             MsFlags::empty(),
-            None::<&str>,
+            options,
         )
         .unwrap_or_else(|e| panic!("mount a tmpfs on {}: {e}", path.display()));
         Tmpfs(path)
