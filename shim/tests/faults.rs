@@ -97,6 +97,19 @@ fn clean_and_run_next(ctrd: &Containerd, id: &str, kind: (&str, &[&str], i32, &s
     ctrd.assert_clean(&next);
 }
 
+/// `ctr run --rm` of case `id`, its shim SIGKILLed where it stopped
+/// itself; the run's output once it has ended.
+fn run_with_shim_killed(
+    ctrd: &Containerd,
+    id: &str,
+    (image, args, ..): (&str, &[&str], i32, &str),
+) -> std::process::Output {
+    let run = ctrd.spawn_run(image, id, args, Stdio::null());
+    let shim = stopped_shim(ctrd, id);
+    sigkill(shim);
+    ctrd.finish(run, Duration::from_secs(60), id)
+}
+
 #[test]
 fn a_shim_killed_at_each_step_of_create_fails_the_run_and_leaves_nothing() {
     if !can_run() {
@@ -105,12 +118,8 @@ fn a_shim_killed_at_each_step_of_create_fails_the_run_and_leaves_nothing() {
     let ctrd = containerd_stopping_at(&CREATE_STEPS);
     for step in CREATE_STEPS {
         for kind in KINDS {
-            let (image, args, ..) = kind;
-            let id = case_id(step, image);
-            let run = ctrd.spawn_run(image, &id, args, Stdio::null());
-            let shim = stopped_shim(&ctrd, &id);
-            sigkill(shim);
-            let out = ctrd.finish(run, Duration::from_secs(60), &id);
+            let id = case_id(step, kind.0);
+            let out = run_with_shim_killed(&ctrd, &id, kind);
             assert!(
                 !out.status.success(),
                 "{id}: the run succeeded though its shim died during Create: {out:?}"
@@ -131,14 +140,10 @@ fn a_shim_killed_at_each_step_of_delete_leaves_a_stopped_task_and_nothing_else()
     let ctrd = containerd_stopping_at(&DELETE_STEPS);
     for step in DELETE_STEPS {
         for kind in KINDS {
-            let (image, args, ..) = kind;
-            let id = case_id(step, image);
+            let id = case_id(step, kind.0);
             // `ctr run --rm` deletes the task once it exits, which stops
             // the shim at the step.
-            let run = ctrd.spawn_run(image, &id, args, Stdio::null());
-            let shim = stopped_shim(&ctrd, &id);
-            sigkill(shim);
-            let _ = ctrd.finish(run, Duration::from_secs(60), &id);
+            run_with_shim_killed(&ctrd, &id, kind);
             // The task is gone or stopped: never running.
             wait_for(
                 &format!("task {id} to be gone or stopped"),
